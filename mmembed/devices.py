@@ -1,0 +1,35 @@
+"""Pick a torch device and dtype: CUDA, then Apple MPS, then CPU, unless the user says otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmembed.types import MMEmbedError
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device != "auto":
+        if device not in {"cpu", "cuda", "mps"} and not device.startswith("cuda:"):
+            raise MMEmbedError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """float32 on CPU (half precision is slow or unsupported there), bfloat16/float16 on accelerators."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device == "mps" else torch.float32
+    try:
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    except KeyError:
+        raise MMEmbedError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16") from None

@@ -1,0 +1,24 @@
+"""Shared test setup: every test runs offline, with caches in a temp dir, on the CPU."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tests must never reach the network, whatever machine they run on.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `from fakes import ...`
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own mmembed cache dir, so no test sees another's index files."""
+    cache = tmp_path_factory.mktemp("mmembed-cache")
+    monkeypatch.setenv("MMEMBED_CACHE_DIR", str(cache))
+    return cache
