@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# An empty Hugging Face cache: whatever the developer has downloaded must not change test outcomes.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="mmembed-test-hf-")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `from fakes import ...`
 
