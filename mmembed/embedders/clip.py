@@ -1,0 +1,293 @@
+"""CLIP-family dual encoders (CLIP, SigLIP, SigLIP 2) on `transformers`, with UniIR's CLIP-SF fusion.
+
+Text and images are encoded by the model's two towers; an image+text item or query is the normalised
+sum of its two unit embeddings (`fuse_image_text`), which is how UniIR's CLIP-SF scores mixed inputs.
+These models take no task instruction, so the query's target never changes the vector: that is
+exactly why they show modality bias in `natural` mode, which the demo sets out to show.
+
+Weights load lazily, once per embedder, under a lock, from a local directory resolved through the
+Hugging Face cache (`mmembed.hub.resolve_model_dir`), so HF_HUB_OFFLINE is honoured and a missing
+model raises `WeightsNotAvailableError` naming `python -m mmembed prefetch ...`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmembed.embedders.base import QueryInfo, fuse_image_text, l2_normalize
+from mmembed.images import ImageLoadError, load_image
+from mmembed.progress import ProgressFn, report
+from mmembed.registry import BackendInfo
+from mmembed.types import Item, MMEmbedError, Query, ValidationError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FINGERPRINT_VERSION = 1
+# SigLIP (v1 and v2) was trained on text padded to the full context with no attention mask; feeding
+# it anything else shifts the embeddings, so for these model types we pad to max_length, mask nothing.
+_PAD_TO_MAX_LENGTH = {"siglip", "siglip2"}
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where the weights are and what identifies them, known before the model itself is loaded."""
+
+    path: Path
+    revision: str  # the user's revision, the HF snapshot's commit hash, or a local content digest
+    config: Any  # the transformers config (cheap to read)
+
+    @property
+    def model_type(self) -> str:
+        return str(self.config.model_type)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.config.text_config.max_position_embeddings)
+
+    @property
+    def dim(self) -> int:
+        projection = getattr(self.config, "projection_dim", None)  # CLIP
+        if projection is None:  # SigLIP: the text head maps to projection_size (= hidden_size by default)
+            text = self.config.text_config
+            projection = getattr(text, "projection_size", None) or text.hidden_size
+        return int(projection)
+
+
+class ClipEmbedder:
+    """An `Embedder` for any CLIP/SigLIP/SigLIP 2 checkpoint (hub id or local directory)."""
+
+    def __init__(
+        self,
+        info: BackendInfo,
+        model_id: str | None = None,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 32,
+    ) -> None:
+        self.name = info.name
+        self.info = info
+        self.model_id = str(model_id or info.hub_id or "")
+        if not self.model_id:
+            raise MMEmbedError(f"embedder {info.name!r} needs a model id (a hub id or a local directory)")
+        # The registry's pinned revision belongs to its default hub id, not to a model the user chose.
+        self.revision = revision if revision is not None else (info.revision if model_id is None else None)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
+        self._device_request = device
+        self._dtype_request = dtype
+        self._lock = threading.RLock()
+        self._source: _Source | None = None
+        self._processor: Any = None
+        self._model: Any = None
+        self._device: str | None = None
+        self._dtype: Any = None
+
+    # ----------------------------------------------------------------- lazy loading (each step once)
+    def _get_source(self) -> _Source:
+        with self._lock:
+            if self._source is None:
+                from transformers import AutoConfig
+
+                from mmembed.hub import resolve_model_dir
+
+                path = resolve_model_dir(
+                    self.model_id, self.revision, backend=self.name, allow_patterns=self.info.allow_patterns
+                )
+                config = AutoConfig.from_pretrained(str(path))
+                if not hasattr(config, "text_config") or not hasattr(config, "vision_config"):
+                    raise MMEmbedError(
+                        f"{self.model_id!r} is a {config.model_type!r} model, not a CLIP/SigLIP dual encoder"
+                    )
+                self._source = _Source(path=path, revision=self.revision or _revision_of(path), config=config)
+            return self._source
+
+    def _get_processor(self) -> Any:
+        with self._lock:
+            if self._processor is None:
+                from transformers import AutoProcessor
+
+                self._processor = AutoProcessor.from_pretrained(str(self._get_source().path))
+            return self._processor
+
+    def _get_model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                from transformers import AutoModel
+
+                from mmembed.devices import resolve_device, resolve_dtype
+
+                source = self._get_source()
+                device = resolve_device(self._device_request)
+                dtype = resolve_dtype(self._dtype_request, device)
+                # use_safetensors: never fall back to unpickling a .bin file.
+                model = AutoModel.from_pretrained(str(source.path), dtype=dtype, use_safetensors=True)
+                if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
+                    raise MMEmbedError(f"{self.model_id!r} has no text and image towers to embed with")
+                self._model = model.to(device).eval()
+                self._device, self._dtype = device, dtype
+            return self._model
+
+    # --------------------------------------------------------------------------- Embedder protocol
+    @property
+    def dim(self) -> int:
+        return self._get_source().dim
+
+    @property
+    def context_length(self) -> int:
+        """Text tokens the model reads (77 for CLIP, 64 for SigLIP), special tokens included."""
+        return self._get_source().context_length
+
+    @property
+    def fingerprint(self) -> str:
+        source = self._get_source()
+        from mmembed.devices import resolve_device, resolve_dtype
+
+        dtype = str(resolve_dtype(self._dtype_request, resolve_device(self._device_request))).replace("torch.", "")
+        return (
+            f"{self.model_id}@{source.revision}|{source.model_type}|dim={source.dim}|ctx={source.context_length}"
+            f"|fusion=clip-sf|dtype={dtype}|v{FINGERPRINT_VERSION}"
+        )
+
+    def embed_items(self, items: Sequence[Item], *, progress: ProgressFn | None = None) -> np.ndarray:
+        import numpy as np
+
+        items = list(items)
+        total = len(items)
+        if total == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        description = f"embedding with {self.name}"
+        out = np.empty((total, self.dim), dtype=np.float32)
+        report(progress, 0, total, description)
+        for start in range(0, total, self.batch_size):
+            batch = items[start : start + self.batch_size]
+            out[start : start + len(batch)] = self._embed(
+                [item.text for item in batch],
+                [item.image for item in batch],
+                [f"item {item.id!r}" for item in batch],
+            )
+            report(progress, start + len(batch), total, description)
+        return out
+
+    def embed_query(self, query: Query) -> np.ndarray:
+        # CLIP-family models take no instruction: the target cannot (and does not) change the vector.
+        return self._embed([query.text], [query.image], ["query"])[0]
+
+    def describe_query(self, query: Query) -> QueryInfo:
+        notes: list[str] = []
+        if query.text:
+            length = self.count_tokens(query.text)
+            if length > self.context_length:
+                notes.append(
+                    f"text truncated to {self.context_length} tokens ({length} tokens given); "
+                    f"{self.name} reads no further"
+                )
+        if query.instruction:
+            notes.append(f"{self.name} takes no instructions; the instruction was ignored")
+        return QueryInfo(instruction=None, notes=tuple(notes))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` becomes, special tokens included, before truncation (loads only the tokenizer)."""
+        return len(self._get_processor().tokenizer(text, truncation=False)["input_ids"])
+
+    # ------------------------------------------------------------------------------- encoding
+    def _embed(self, texts: Sequence[str | None], images: Sequence[Any], labels: Sequence[str]) -> np.ndarray:
+        """Unit vectors for parallel lists of (text or None, image or None): text, image or fused."""
+        import numpy as np
+
+        text_rows = [i for i, text in enumerate(texts) if text and text.strip()]
+        image_rows = [i for i, image in enumerate(images) if image is not None]
+        missing = sorted(set(range(len(texts))) - set(text_rows) - set(image_rows))
+        if missing:
+            raise ValidationError(f"{labels[missing[0]]}: needs text, an image, or both; got neither")
+        text_vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        image_vectors = np.zeros_like(text_vectors)
+        if text_rows:
+            text_vectors[text_rows] = self._encode_texts([texts[i] for i in text_rows])
+        if image_rows:
+            loaded = []
+            for i in image_rows:
+                try:
+                    loaded.append(load_image(images[i]))
+                except ImageLoadError as exc:
+                    raise ImageLoadError(f"{labels[i]}: {exc}") from exc
+            image_vectors[image_rows] = self._encode_images(loaded)
+        has_text = np.zeros(len(texts), dtype=bool)
+        has_text[text_rows] = True
+        has_image = np.zeros(len(texts), dtype=bool)
+        has_image[image_rows] = True
+        # Single-modality rows: the tower's vector. Both: CLIP-SF (unit image + unit text, renormalised).
+        out = np.where(has_text[:, None], text_vectors, image_vectors)
+        both = has_text & has_image
+        if both.any():
+            out[both] = fuse_image_text(image_vectors[both], text_vectors[both])
+        return l2_normalize(out)
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        source = self._get_source()
+        model = self._get_model()
+        tokenizer = self._get_processor().tokenizer
+        pad_full = source.model_type in _PAD_TO_MAX_LENGTH
+        encoded = tokenizer(
+            texts,
+            padding="max_length" if pad_full else True,
+            truncation=True,  # longer text is cut to the context (describe_query says so), never an error
+            max_length=source.context_length,
+            return_tensors="pt",
+        )
+        inputs = {"input_ids": encoded["input_ids"].to(self._device)}
+        if not pad_full and "attention_mask" in encoded:
+            inputs["attention_mask"] = encoded["attention_mask"].to(self._device)
+        with torch.inference_mode():
+            features = model.get_text_features(**inputs)
+        return l2_normalize(_tensor_of(features).float().cpu().numpy())
+
+    def _encode_images(self, images: list[Any]) -> np.ndarray:
+        import torch
+
+        model = self._get_model()
+        pixels = self._get_processor().image_processor(images=images, return_tensors="pt")
+        # CLIP/SigLIP give pixel_values; SigLIP 2 NaFlex adds pixel_attention_mask and spatial_shapes.
+        inputs = {}
+        for key, value in pixels.items():
+            value = value.to(self._device)
+            inputs[key] = value.to(self._dtype) if key == "pixel_values" else value
+        with torch.inference_mode():
+            features = model.get_image_features(**inputs)
+        return l2_normalize(_tensor_of(features).float().cpu().numpy())
+
+
+def _tensor_of(features: Any) -> Any:
+    """transformers 5 returns an output object (projected vectors in pooler_output); older ones a tensor."""
+    if hasattr(features, "pooler_output"):
+        return features.pooler_output
+    if isinstance(features, (tuple, list)):
+        return features[1] if len(features) > 1 else features[0]
+    return features
+
+
+def _revision_of(path: Path) -> str:
+    """The commit hash of an HF cache snapshot, else a digest of a local directory's config and weights.
+
+    The digest uses the weight files' names, sizes and mtimes (not their bytes: hashing 600 MB on
+    every start would be slow), so retraining into the same folder changes the fingerprint.
+    """
+    if path.parent.name == "snapshots":
+        return path.name
+    digest = hashlib.sha256()
+    config = path / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    for weights in sorted(path.glob("*.safetensors")):
+        stat = weights.stat()
+        digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"local-{digest.hexdigest()[:12]}"
