@@ -7,6 +7,10 @@ from mmembed.rerankers.base import Reranker, rerank
 
 RERANKERS: Registry[Reranker] = Registry("reranker")
 
+# What `prefetch` downloads: configs, tokenizer (json/txt/sentencepiece), chat template, safetensors weights;
+# not the ONNX exports or pickled duplicates these repos also carry (SmolVLM's onnx/ folder is GBs).
+_MLLM_FILES = ("*.json", "*.txt", "*.model", "*.jinja", "*.safetensors")
+
 for _info in (
     BackendInfo(
         name="smolvlm-256m",
@@ -14,6 +18,7 @@ for _info in (
         description="SmolVLM-256M-Instruct, zero-shot P(True) reranking (CPU default)",
         hub_id="HuggingFaceTB/SmolVLM-256M-Instruct",
         license="Apache-2.0",
+        allow_patterns=_MLLM_FILES,
     ),
     BackendInfo(
         name="smolvlm-500m",
@@ -21,6 +26,7 @@ for _info in (
         description="SmolVLM-500M-Instruct, zero-shot P(True) reranking",
         hub_id="HuggingFaceTB/SmolVLM-500M-Instruct",
         license="Apache-2.0",
+        allow_patterns=_MLLM_FILES,
     ),
     BackendInfo(
         name="qwen2-vl-2b",
@@ -28,6 +34,7 @@ for _info in (
         description="Qwen2-VL-2B-Instruct, zero-shot P(True) reranking (GPU recommended)",
         hub_id="Qwen/Qwen2-VL-2B-Instruct",
         license="Apache-2.0",
+        allow_patterns=_MLLM_FILES,
     ),
     BackendInfo(
         name="llava-next-7b",
@@ -36,6 +43,7 @@ for _info in (
         hub_id="llava-hf/llava-v1.6-mistral-7b-hf",
         license="Apache-2.0",
         needs_gpu=True,
+        allow_patterns=_MLLM_FILES,
     ),
 ):
     RERANKERS.register(_info)
