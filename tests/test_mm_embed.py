@@ -215,6 +215,7 @@ def test_refuses_cpu_without_force(tiny_dir: Path) -> None:
 
 
 def test_shapes_norms_and_modalities(embedder, images) -> None:
+    assert embedder.dim == HIDDEN  # known from config.json before any weight is loaded
     items = [
         Item("t", text="a red cat on grass"),
         Item("i", image=images["noise"]),

@@ -77,12 +77,7 @@ class MMEmbedGPURequiredError(BackendUnavailableError):
 
 def _build_model(model_dir: Path, device: str, dtype: torch.dtype) -> tuple[Any, dict[str, Any]]:
     """Build the MM-Embed module tree from config.json and fill it strictly from the safetensors."""
-    import torch
-    from torch import nn
-    from transformers import CLIPVisionModel, LlavaNextConfig, MistralConfig, MistralModel
-    from transformers.models.llava_next.modeling_llava_next import LlavaNextMultiModalProjector
-
-    from mmembed.embedders.latent_attention import LatentAttentionPooler, LatentAttentionSpec
+    from transformers import LlavaNextConfig
 
     raw = read_json(model_dir / "config.json")
     if raw.get("model_type") != "llava_next":
@@ -100,34 +95,7 @@ def _build_model(model_dir: Path, device: str, dtype: torch.dtype) -> tuple[Any,
             f"{model_dir}: no 'language_model.embed_tokens.weight'; this is not an MM-Embed checkpoint"
         )
     text_values["vocab_size"] = embed_shape[0]  # NV-Embed-v1 keeps Mistral's 32000 rows (no <image>/<pad> rows)
-    text_config = MistralConfig(**text_values, sliding_window=None)
-    text_config._attn_implementation = "sdpa"
-    vision_config = config.vision_config
-    vision_config._attn_implementation = "sdpa"
-    # the projector maps vision features into the *retriever's* width
-    config.text_config = text_config
-
-    spec = LatentAttentionSpec(
-        hidden_dim=latent_values["hidden_dim"],
-        latent_dim=latent_values["latent_dim"],
-        num_latents=latent_values["num_latents_value"],
-        num_heads=latent_values["num_cross_heads"],
-        head_dim=latent_values["cross_dim_head"],
-        normalize=bool(latent_values["output_normalize"]),
-    )
-    with build_context(device, dtype):
-        model = nn.Module()
-        model.vision_tower = CLIPVisionModel(vision_config)
-        model.multi_modal_projector = LlavaNextMultiModalProjector(config)
-        model.image_newline = nn.Parameter(torch.empty(text_config.hidden_size))
-        model.language_model = MistralModel(text_config)
-        model.latent_attention_model = LatentAttentionPooler(spec)
-    # rotary tables are computed (not loaded) and must be exact: rebuild them outside no_init_weights
-    from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding
-
-    model.language_model.rotary_emb = MistralRotaryEmbedding(config=text_config).to(device)
-    for layer in model.language_model.layers:
-        layer.self_attn.is_causal = False  # NV-Embed runs Mistral bidirectionally
+    model, text_config = construct_mm_embed(config, text_values, latent_values, device, dtype)
     load_weights_strict(model, model_dir, rename=lambda key: key, what="MM-Embed")
     model.eval()
     settings = {
@@ -143,6 +111,49 @@ def _build_model(model_dir: Path, device: str, dtype: torch.dtype) -> tuple[Any,
         # instruction masking counts tokens from the left edge, which only holds with right padding
         raise CheckpointMismatchError(f"{model_dir}: padding_side {settings['padding_side']!r} is not supported")
     return model, settings
+
+
+def construct_mm_embed(
+    config: Any, text_values: dict[str, Any], latent_values: dict[str, Any], device: str, dtype: torch.dtype
+) -> tuple[Any, Any]:
+    """The MM-Embed module tree with uninitialised weights (device "meta" works: benchmarks count parameters).
+
+    `config` is a LlavaNextConfig (vision tower, projector, image token); the language model and the latent
+    attention take NV-Embed-v1's values. Names of the submodules are those of the published checkpoint.
+    """
+    import torch
+    from torch import nn
+    from transformers import CLIPVisionModel, MistralConfig, MistralModel
+    from transformers.models.llava_next.modeling_llava_next import LlavaNextMultiModalProjector
+    from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding
+
+    from mmembed.embedders.latent_attention import LatentAttentionPooler, LatentAttentionSpec
+
+    text_config = MistralConfig(**text_values, sliding_window=None)
+    text_config._attn_implementation = "sdpa"
+    config.vision_config._attn_implementation = "sdpa"
+    config.text_config = text_config  # the projector maps vision features into the *retriever's* width
+    spec = LatentAttentionSpec(
+        hidden_dim=latent_values["hidden_dim"],
+        latent_dim=latent_values["latent_dim"],
+        num_latents=latent_values["num_latents_value"],
+        num_heads=latent_values["num_cross_heads"],
+        head_dim=latent_values["cross_dim_head"],
+        normalize=bool(latent_values["output_normalize"]),
+    )
+    with build_context(device, dtype):
+        model = nn.Module()
+        model.vision_tower = CLIPVisionModel(config.vision_config)
+        model.multi_modal_projector = LlavaNextMultiModalProjector(config)
+        model.image_newline = nn.Parameter(torch.empty(text_config.hidden_size))
+        model.language_model = MistralModel(text_config)
+        model.latent_attention_model = LatentAttentionPooler(spec)
+    if device != "meta":
+        # rotary tables are computed, not loaded: rebuild them in float32 outside the build context
+        model.language_model.rotary_emb = MistralRotaryEmbedding(config=text_config).to(device)
+    for layer in model.language_model.layers:
+        layer.self_attn.is_causal = False  # NV-Embed runs Mistral bidirectionally
+    return model, text_config
 
 
 def bidirectional_forward(language_model: Any, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -197,6 +208,11 @@ class MMEmbedEmbedder(MLLMEmbedder):
 
     @property
     def dim(self) -> int:
+        if self._model is None and Path(self.model_id).is_dir():
+            # a local checkpoint may be a different width (tests' tiny ones); the published one is 4096
+            raw = read_json(Path(self.model_id) / "config.json")
+            text = (raw.get("mmembed_retriever_config") or {}).get("text_config", {})
+            return int(text.get("hidden_size", NVEMBED_V1_TEXT_CONFIG["hidden_size"]))
         return self._dim
 
     def notes(self) -> tuple[str, ...]:
