@@ -3,7 +3,8 @@
 The models are real transformers classes with random weights (2 layers, width 32, 32 px images),
 saved with save_pretrained to a temp dir and loaded back through `EMBEDDERS.get(name, model_id=dir)`,
 the same path a user's hub checkpoint takes. The SigLIP tokenizer is a sentencepiece model trained
-here on a few sentences (SiglipTokenizer needs `sentencepiece` and `protobuf`).
+here on a few sentences (SiglipTokenizer needs `sentencepiece` and `protobuf`); the SigLIP 2 one is
+a byte-fallback BPE (Siglip2Tokenizer, on `tokenizers`), and its model the NaFlex Siglip2Model.
 """
 
 from __future__ import annotations
@@ -95,10 +96,31 @@ def _build_siglip(root: Path) -> Path:
     return out
 
 
+def _build_siglip2(root: Path) -> Path:
+    """SigLIP 2 NaFlex (Siglip2Model): images as variable patch grids with a patch mask, Gemma-style BPE text."""
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor
+    from transformers.models.siglip2.tokenization_siglip2 import Siglip2Tokenizer
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for byte in range(256):  # byte fallback covers any text
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for word in ["▁a", "▁photo", "▁of", "▁cat", "▁red", "▁apple", "▁"]:
+        vocab[word] = len(vocab)
+    tokenizer = Siglip2Tokenizer(vocab=vocab, merges=[])
+    text = dict(TINY_TOWER, vocab_size=len(vocab), max_position_embeddings=SIGLIP_CONTEXT, bos_token_id=2,
+                eos_token_id=1, pad_token_id=0)
+    config = Siglip2Config(text_config=text, vision_config=dict(TINY_TOWER, patch_size=8, num_patches=16))
+    out = root / "tiny-siglip2"
+    Siglip2Model(config).save_pretrained(out)
+    Siglip2Processor(image_processor=Siglip2ImageProcessor(patch_size=8, max_num_patches=16), tokenizer=tokenizer
+                     ).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-models")
-    return {"clip-b32": _build_clip(root), "siglip-b16": _build_siglip(root)}
+    return {"clip-b32": _build_clip(root), "siglip-b16": _build_siglip(root), "siglip2-b16": _build_siglip2(root)}
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +144,9 @@ def _fresh_registry():
     EMBEDDERS.clear()
 
 
-@pytest.fixture(params=["clip-b32", "siglip-b16"])
+@pytest.fixture(scope="module", params=["clip-b32", "siglip-b16", "siglip2-b16"])
 def embedder(request: pytest.FixtureRequest, models: dict[str, Path]):
+    """One loaded embedder per model for the read-only tests (tests of loading itself build their own)."""
     return EMBEDDERS.get(request.param, model_id=str(models[request.param]), batch_size=2)
 
 
