@@ -1,4 +1,5 @@
-"""The CLIP-family embedder, on tiny CLIP and SigLIP models built here and loaded like real checkpoints.
+"""The CLIP-family embedder, on tiny CLIP and SigLIP models built here and loaded like real checkpoints (on the CPU,
+in float32, so the tolerances hold on GPU machines too).
 
 The models are real transformers classes with random weights (2 layers, width 32, 32 px images),
 saved with save_pretrained to a temp dir and loaded back through `EMBEDDERS.get(name, model_id=dir)`,
@@ -147,7 +148,7 @@ def _fresh_registry():
 @pytest.fixture(scope="module", params=["clip-b32", "siglip-b16", "siglip2-b16"])
 def embedder(request: pytest.FixtureRequest, models: dict[str, Path]):
     """One loaded embedder per model for the read-only tests (tests of loading itself build their own)."""
-    return EMBEDDERS.get(request.param, model_id=str(models[request.param]), batch_size=2)
+    return EMBEDDERS.get(request.param, model_id=str(models[request.param]), batch_size=2, device="cpu")
 
 
 def _items(images: list[Path]) -> list[Item]:
@@ -237,7 +238,7 @@ def test_model_loads_once_even_from_many_threads(models, images, monkeypatch):
         return original(cls, *args, **kwargs)
 
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", classmethod(counting))
-    embedder = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]))
+    embedder = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cpu")
     assert calls == []  # creating the backend loads nothing
     results: list[np.ndarray] = []
     def work() -> None:
@@ -251,15 +252,15 @@ def test_model_loads_once_even_from_many_threads(models, images, monkeypatch):
     embedder.embed_items([Item("x", image=images[0])])
     assert calls == [str(models["clip-b32"])]
     assert len(results) == 4 and all(np.allclose(r, results[0], atol=1e-6) for r in results)
-    assert EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"])) is embedder
+    assert EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cpu") is embedder
 
 
 def test_fingerprint_names_model_revision_and_dim(models):
-    embedder = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]))
+    embedder = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cpu")
     fingerprint = embedder.fingerprint
     assert fingerprint.startswith(f"{models['clip-b32']}@local-")
     assert "|clip|dim=24|ctx=77|" in fingerprint
-    pinned = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), revision="abc123")
+    pinned = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), revision="abc123", device="cpu")
     assert pinned.fingerprint.startswith(f"{models['clip-b32']}@abc123|")
 
 
@@ -275,11 +276,33 @@ def test_offline_and_not_cached_names_the_prefetch_command():
 def test_unreadable_item_image_names_the_item(models, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
-    embedder = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]))
+    embedder = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cpu")
     with pytest.raises(ImageLoadError, match="item 'pic-7': broken.png"):
         embedder.embed_items([Item("ok", text="fine"), Item("pic-7", image=bad)])
 
 
 def test_empty_item_list_gives_an_empty_matrix(models):
-    embedder = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]))
+    embedder = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cpu")
     assert embedder.embed_items([]).shape == (0, 24)
+
+
+def test_hub_id_resolves_from_the_offline_hf_cache_with_its_commit(models):
+    """The user's path: a hub id, HF_HUB_OFFLINE=1, files prefetched earlier into the HF cache."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = Path(constants.HF_HUB_CACHE) / "models--mmembed-tests--tiny-clip"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(models["clip-b32"], snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    try:
+        embedder = EMBEDDERS.get("clip-b32", model_id="mmembed-tests/tiny-clip", device="cpu")
+        assert embedder.fingerprint.startswith(f"mmembed-tests/tiny-clip@{commit}|clip|dim=24|")
+        local = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cpu")
+        query = Query(text="the cat")
+        np.testing.assert_allclose(embedder.embed_query(query), local.embed_query(query), atol=1e-6)
+    finally:
+        shutil.rmtree(repo)
