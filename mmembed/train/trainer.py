@@ -1,0 +1,321 @@
+"""One contrastive training stage: seedable, resumable, logged.
+
+Every random choice of step `s` comes from generators seeded with (seed, s): the batch, its negatives and
+its augmentation. The learning rate is a pure function of the step. So a run stopped after a checkpoint
+and resumed from it takes exactly the steps the uninterrupted run would have taken.
+
+Checkpoint (out/checkpoint/): model.safetensors, optimizer.safetensors (AdamW moments), state.json (step,
+config, log). The finished stage is written as a model directory MiniEmbedder loads (out/).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mmembed.train.data import TrainingArrays
+from mmembed.train.model import MiniConfig, save_model_dir
+from mmembed.types import Modality, ValidationError
+
+MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.IMAGE_TEXT)
+
+
+@dataclass
+class StageConfig:
+    negatives: str = "random"  # "random": pool negatives; "hard": mined neg_cand_list (random where none)
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 2e-3
+    head_lr: float = 5e-4  # text-side heads move gently: they start as the identity of a good text model
+    weight_decay: float = 1e-4
+    temperature: float = 0.05
+    random_negatives: int = 128  # per batch, shared by all queries of the batch
+    text_task_share: float | None = None  # continual fine-tuning: share of text->text queries per batch
+    warmup: float = 0.05
+    seed: int = 0
+    checkpoint_every: int = 50
+    validate_every: int = 0  # 0: only at the end
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        if self.negatives not in ("random", "hard"):
+            raise ValidationError(f"negatives must be 'random' or 'hard', got {self.negatives!r}")
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValidationError("steps must be >= 1 and batch_size >= 2")
+        if self.temperature <= 0:
+            raise ValidationError(f"temperature must be > 0, got {self.temperature}")
+        if self.text_task_share is not None and not 0 < self.text_task_share < 1:
+            raise ValidationError(f"text_task_share must be in (0, 1), got {self.text_task_share}")
+
+
+def lr_at(step: int, config: StageConfig, base: float) -> float:
+    """Linear warm-up, then cosine decay to 5 % of `base`."""
+    warm = max(1, int(config.steps * config.warmup))
+    if step < warm:
+        return base * (step + 1) / warm
+    progress = (step - warm) / max(1, config.steps - warm)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    def __init__(self, data: TrainingArrays, text_vectors, model, model_config: MiniConfig, config: StageConfig,
+                 out: Path, progress: Callable[[int, int, str], None] | None = None, log: Callable[[str], None] | None
+                 = None) -> None:
+        import numpy as np
+        import torch
+
+        self.data, self.model, self.model_config, self.config = data, model, model_config, config
+        self.out = Path(out)
+        self.progress = progress
+        self.log_fn = log or (lambda message: None)
+        self.text = torch.from_numpy(np.ascontiguousarray(text_vectors, dtype=np.float32))
+        self.images = torch.from_numpy(data.images)  # uint8, converted per batch
+        self.train_queries = data.split("train")
+        if len(self.train_queries) < 2:
+            raise ValidationError("the training set needs at least 2 training queries")
+        tasks = np.array([data.queries[i].task for i in self.train_queries])
+        self.text_task = self.train_queries[tasks == "t->t"]
+        self.other_task = self.train_queries[tasks != "t->t"]
+        if config.text_task_share is not None and (len(self.text_task) == 0 or len(self.other_task) == 0):
+            raise ValidationError("continual fine-tuning needs both text->text and multimodal training queries")
+        head = [p for n, p in model.named_parameters() if not n.startswith("image_tower.")]
+        tower = [p for n, p in model.named_parameters() if n.startswith("image_tower.")]
+        self.optimizer = torch.optim.AdamW([
+            {"params": tower, "lr": config.lr, "base_lr": config.lr},
+            {"params": head, "lr": config.head_lr, "base_lr": config.head_lr},
+        ], weight_decay=config.weight_decay)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self._positive_sets = [set(p.tolist()) for p in data.positives]
+
+    # ------------------------------------------------------------------------------------------ batches
+    def _batch(self, step: int):
+        import numpy as np
+
+        rng = np.random.default_rng([self.config.seed, step])
+        size = self.config.batch_size
+        if self.config.text_task_share is None:
+            queries = rng.choice(self.train_queries, size=size, replace=len(self.train_queries) < size)
+        else:
+            n_text = round(size * self.config.text_task_share)
+            queries = np.concatenate([rng.choice(self.text_task, n_text), rng.choice(self.other_task, size - n_text)])
+        positives = np.array([rng.choice(self.data.positives[q]) for q in queries])
+        if self.config.negatives == "hard":
+            negatives = np.array([rng.choice(self.data.negatives[q]) if len(self.data.negatives[q])
+                                  else rng.integers(len(self.data.pool)) for q in queries])
+        else:
+            negatives = rng.integers(len(self.data.pool), size=self.config.random_negatives)
+        candidates = np.concatenate([positives, negatives])
+        exclude = np.array([[c in self._positive_sets[q] for c in candidates] for q in queries])
+        return queries, candidates, exclude
+
+    def _pixels(self, image_rows, generator=None):
+        import torch
+
+        pixels = self.images[torch.as_tensor(image_rows)].permute(0, 3, 1, 2).float() / 255.0
+        if generator is None or not self.config.augment or len(pixels) == 0:
+            return pixels
+        # cheap augmentation: random mirror, zoom 0.85-1.0 and shift, one affine resample for the batch
+        n = len(pixels)
+        flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+        scale = 0.85 + 0.15 * torch.rand(n, generator=generator)
+        shift = (torch.rand(n, 2, generator=generator) - 0.5) * 0.2
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = scale * flip
+        theta[:, 1, 1] = scale
+        theta[:, :, 2] = shift
+        grid = torch.nn.functional.affine_grid(theta, list(pixels.shape), align_corners=False)
+        return torch.nn.functional.grid_sample(pixels, grid, padding_mode="border", align_corners=False)
+
+    def encode_queries(self, rows, generator=None):
+        import torch
+
+        d = self.data
+        text_rows = torch.as_tensor(d.query_text[rows])
+        image_rows = d.query_image[rows]
+        has_image = torch.as_tensor(image_rows >= 0)
+        return self.model.encode_queries(
+            self.text[text_rows.clamp(min=0)], self._pixels(image_rows[image_rows >= 0], generator),
+            text_rows >= 0, has_image, self.text[torch.as_tensor(d.query_instruction[rows])])
+
+    def encode_candidates(self, rows, generator=None):
+        import torch
+
+        d = self.data
+        text_rows = torch.as_tensor(d.pool_text[rows])
+        image_rows = d.pool_image[rows]
+        return self.model.encode_candidates(
+            self.text[text_rows.clamp(min=0)], self._pixels(image_rows[image_rows >= 0], generator),
+            text_rows >= 0, torch.as_tensor(image_rows >= 0), torch.as_tensor(d.pool_modality[rows]))
+
+    def loss_at(self, step: int):
+        import torch
+
+        from mmembed.train.losses import info_nce
+
+        queries, candidates, exclude = self._batch(step)
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        q = self.encode_queries(queries, generator)
+        c = self.encode_candidates(candidates, generator)
+        targets = torch.arange(len(queries))
+        return info_nce(q, c, targets, self.config.temperature, torch.as_tensor(exclude))
+
+    def train_step(self) -> float:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, self.config, group["base_lr"])
+        loss = self.loss_at(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoint"
+
+    def save_checkpoint(self) -> None:
+        from safetensors.torch import save_file
+
+        folder = self.checkpoint_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        state = self.optimizer.state_dict()
+        tensors = {}
+        for index, slots in state["state"].items():
+            for name, value in slots.items():
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous().reshape(value.shape)
+        for name, tensor_map in (("model", {k: v.detach().cpu().contiguous() for k, v in
+                                             self.model.state_dict().items()}), ("optimizer", tensors)):
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            os.close(fd)
+            save_file(tensor_map, tmp)
+            os.replace(tmp, folder / f"{name}.safetensors")
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
+        _atomic_json(folder / "state.json", {"step": self.step, "config": asdict(self.config),
+                                             "model_config": self.model_config.to_json(), "param_groups": groups,
+                                             "history": self.history})
+
+    def try_resume(self) -> bool:
+        """Continue from out/checkpoint if it belongs to this very run (same stage config); else start fresh."""
+        import torch
+        from safetensors.torch import load_file
+
+        folder = self.checkpoint_dir
+        if not (folder / "state.json").is_file():
+            return False
+        try:
+            saved = json.loads((folder / "state.json").read_text())
+            if saved["config"] != asdict(self.config):
+                self.log_fn(f"checkpoint in {folder} is from another configuration; starting this stage afresh")
+                return False
+            self.model.load_state_dict(load_file(str(folder / "model.safetensors")))
+            tensors = load_file(str(folder / "optimizer.safetensors"))
+        except Exception as exc:  # a corrupt checkpoint is reported and ignored, never half-used
+            self.log_fn(f"checkpoint in {folder} is unreadable ({exc}); starting this stage afresh")
+            return False
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            index, name = key.split(".", 1)
+            slots.setdefault(int(index), {})[name] = value
+        groups = self.optimizer.state_dict()["param_groups"]
+        for group, saved_group in zip(groups, saved["param_groups"], strict=True):
+            group.update({k: v for k, v in saved_group.items() if k != "params"})
+        self.optimizer.load_state_dict({"state": slots, "param_groups": groups})
+        self.step = int(saved["step"])
+        self.history = list(saved["history"])
+        self.log_fn(f"resumed from {folder} at step {self.step}")
+        return True
+
+    # ----------------------------------------------------------------------------------------- running
+    def run(self, stop_after: int | None = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train to `config.steps` (or stop early after `stop_after` steps, leaving a checkpoint)."""
+        self.try_resume()
+        running: list[float] = []
+        end = self.config.steps if stop_after is None else min(self.config.steps, stop_after)
+        while self.step < end:
+            running.append(self.train_step())
+            if self.progress is not None:
+                self.progress(self.step, self.config.steps, f"training ({self.config.negatives} negatives)")
+            if self.step % self.config.checkpoint_every == 0 or self.step == end:
+                self.history.append({"step": self.step, "loss": round(sum(running) / len(running), 5),
+                                     "lr": lr_at(self.step - 1, self.config, self.config.lr)})
+                self.log_fn(f"step {self.step}/{self.config.steps} loss {self.history[-1]['loss']:.4f}")
+                running = []
+                if self.config.validate_every and self.step % self.config.validate_every == 0 and self.step < end:
+                    self.history.append({"step": self.step, "validation": self.validate()})
+                self.save_checkpoint()
+        if self.step < self.config.steps:
+            return {"finished": False, "step": self.step}
+        validation = self.validate()
+        self.history.append({"step": self.step, "validation": validation})
+        self.log_fn(f"validation: {json.dumps(validation)}")
+        self.save_checkpoint()
+        fingerprint = save_model_dir(self.model, self.model_config, self.out,
+                                     {"training": {"stage": asdict(self.config), **(info or {})},
+                                      "validation": validation})
+        _atomic_json(self.out / "train_log.json", self.history)
+        return {"finished": True, "step": self.step, "validation": validation, "fingerprint": fingerprint}
+
+    # -------------------------------------------------------------------------------------- evaluation
+    def embed_pool(self, batch: int = 512):
+        import numpy as np
+        import torch
+
+        self.model.eval()
+        rows = np.arange(len(self.data.pool))
+        with torch.inference_mode():
+            parts = [self.encode_candidates(rows[s : s + batch]).numpy() for s in range(0, len(rows), batch)]
+        return np.concatenate(parts)
+
+    def embed_query_rows(self, rows, batch: int = 512):
+        import numpy as np
+        import torch
+
+        self.model.eval()
+        with torch.inference_mode():
+            parts = [self.encode_queries(rows[s : s + batch]).numpy() for s in range(0, len(rows), batch)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.model_config.dim), dtype=np.float32)
+
+    def validate(self, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, Any]:
+        """Recall@k per task and overall, and the top-5 wrong-modality rate, on the validation split."""
+        rows = self.data.split("val")
+        if len(rows) == 0:
+            return {}
+        return retrieval_metrics(self.data, rows, self.embed_query_rows(rows), self.embed_pool(), ks)
+
+
+def retrieval_metrics(data: TrainingArrays, rows, query_vectors, pool_vectors, ks=(1, 5, 10)) -> dict[str, Any]:
+    import numpy as np
+
+    from mmembed.train.mining import top_n_indices
+
+    ranked = top_n_indices(query_vectors, pool_vectors, max(ks))
+    by_task: dict[str, list[list[bool]]] = {}
+    wrong5 = []
+    for row, ranking in zip(rows, ranked, strict=True):
+        positives = set(data.positives[row].tolist())
+        hits = [any(int(c) in positives for c in ranking[:k]) for k in ks]
+        by_task.setdefault(data.queries[row].task, []).append(hits)
+        wrong5.append(float(np.mean(data.pool_modality[ranking[:5]] != data.query_target[row])))
+    result: dict[str, Any] = {"queries": len(rows), "wrong_modality@5": round(float(np.mean(wrong5)), 4)}
+    every = [h for hits in by_task.values() for h in hits]
+    for i, k in enumerate(ks):
+        result[f"recall@{k}"] = round(float(np.mean([h[i] for h in every])), 4)
+    result["tasks"] = {task: {f"recall@{k}": round(float(np.mean([h[i] for h in hits])), 4)
+                              for i, k in enumerate(ks)} for task, hits in sorted(by_task.items())}
+    return result
