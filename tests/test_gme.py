@@ -312,3 +312,14 @@ def test_bad_cap_is_rejected(tiny_dir: Path) -> None:
     EMBEDDERS.clear()
     with pytest.raises(Exception, match="min_image_pixels <= max_image_pixels"):
         EMBEDDERS.get("gme-2b", model_id=str(tiny_dir), device="cpu", min_image_pixels=10_000, max_image_pixels=5_000)
+
+
+def test_half_precision_path_agrees_with_float32(tiny_dir: Path, images) -> None:
+    items = [Item("a", text="a red cat on grass"), Item("b", text="blue sky", image=images["square"])]
+    EMBEDDERS.clear()
+    full = EMBEDDERS.get("gme-2b", model_id=str(tiny_dir), device="cpu", **CAP).embed_items(items)
+    half = EMBEDDERS.get("gme-2b", model_id=str(tiny_dir), device="cpu", dtype="bfloat16", **CAP)
+    vectors = half.embed_items(items)
+    assert half._model.visual.blocks[0].mlp.fc2.weight.dtype == torch.bfloat16
+    assert (full * vectors).sum(axis=1).min() > 0.98
+    EMBEDDERS.clear()

@@ -370,3 +370,16 @@ def test_every_checkpoint_weight_is_used(embedder, tiny_dir: Path) -> None:
     for name, value in load_file(str(tiny_dir / "model.safetensors")).items():
         torch.testing.assert_close(state[name], value)
     assert set(state) == set(load_file(str(tiny_dir / "model.safetensors")))
+
+
+def test_half_precision_path_agrees_with_float32(tiny_dir: Path, images) -> None:
+    """GPUs run MM-Embed in bf16: the same code path in bf16 must give nearly the same vectors."""
+    items = [Item("a", text="a red cat on grass"), Item("b", text="blue sky", image=images["noise"])]
+    EMBEDDERS.clear()
+    full = EMBEDDERS.get("mm-embed", model_id=str(tiny_dir), device="cpu", force_cpu=True).embed_items(items)
+    half = EMBEDDERS.get("mm-embed", model_id=str(tiny_dir), device="cpu", force_cpu=True, dtype="bfloat16")
+    vectors = half.embed_items(items)
+    assert half._model.language_model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert (full * vectors).sum(axis=1).min() > 0.98
+    EMBEDDERS.clear()
