@@ -323,3 +323,23 @@ def test_half_precision_path_agrees_with_float32(tiny_dir: Path, images) -> None
     assert half._model.visual.blocks[0].mlp.fc2.weight.dtype == torch.bfloat16
     assert (full * vectors).sum(axis=1).min() > 0.98
     EMBEDDERS.clear()
+
+
+def test_zero_gpu_decorator_wraps_the_forward_when_spaces_is_installed(tiny_dir: Path, monkeypatch) -> None:
+    import sys
+    import types
+
+    from mmembed.embedders._mllm_common import gpu
+
+    def plain() -> None:
+        return None
+
+    assert gpu(plain) is plain  # no `spaces` here: unchanged
+    wrapped: list[str] = []
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda fn: wrapped.append(fn.__name__) or fn
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    EMBEDDERS.clear()
+    EMBEDDERS.get("gme-2b", model_id=str(tiny_dir), device="cpu")
+    assert wrapped == ["_encode_batch"]
+    EMBEDDERS.clear()
