@@ -13,7 +13,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "negatives -> M_rand), mine (modality-aware hard negatives with M_rand), hard (retrain from the initial "
         "weights with them -> M_hard), ct (continual fine-tuning on text->text mixed with multimodal data -> "
         "M_hard+ct), or all. Finished stages are skipped; interrupted ones resume from their checkpoint.")
-    parser.add_argument("--stage", default="all", choices=["rand", "mine", "hard", "ct", "all"])
+    parser.add_argument("--stage", default="all", choices=["rand", "mine", "hard", "ct", "all", "export"],
+                        help="'export' copies --model to --to with the training manifest (ships the model)")
+    parser.add_argument("--model", type=Path, default=None, help="export: trained stage folder (default OUT/m_hard_ct)")
+    parser.add_argument("--to", type=Path, default=Path("assets/mmembed-mini"), help="export: destination folder")
     parser.add_argument("--data", type=Path, default=Path("build/training_set"),
                         help="training set folder (pool.jsonl, queries.jsonl, images/) from "
                         "scripts/build_training_set.py")
@@ -63,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
         raise MMEmbedError(f"no training set in {args.data}; build one with: python scripts/build_training_set.py "
                            f"--out {args.data}")
+    if args.stage == "export":
+        from mmembed.train.export import export_model
+
+        model = args.model or args.out / "m_hard_ct"
+        print(json.dumps(export_model(model, args.data, args.to, {"shipped_stage": model.name}), indent=2))
+        return 0
     with tqdm_progress(unit="step", disable=args.quiet) as progress:
         result = Pipeline(config, progress=progress).run(args.stage, force=args.force)
     print(json.dumps(result, indent=2, default=str))

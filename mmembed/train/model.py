@@ -137,6 +137,7 @@ def save_model_dir(model, config: MiniConfig, out: Path, info: dict[str, Any] | 
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
     os.close(fd)
     save_file(state, tmp, metadata={"format": "mmembed-mini", "format_version": str(FORMAT_VERSION)})
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model dir is meant to be shared
     os.replace(tmp, out / WEIGHTS_NAME)
     fingerprint = weights_fingerprint(out / WEIGHTS_NAME)
     data = {"model_type": "mmembed-mini", "format_version": FORMAT_VERSION, **config.to_json(),
@@ -145,6 +146,7 @@ def save_model_dir(model, config: MiniConfig, out: Path, info: dict[str, Any] | 
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=2)
         handle.write("\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, out / CONFIG_NAME)
     return fingerprint
 

@@ -1,0 +1,56 @@
+"""Ship a trained stage as the offline model: assets/mmembed-mini/ (weights, config, training manifest).
+
+The manifest (training_sources.txt, training_image_hashes.txt) lists every source key and image hash the
+model was trained on, so the train/eval disjointness test can run on any checkout, without the training
+set (which is rebuilt from the Debian packages, not committed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mmembed.train.model import CONFIG_NAME, WEIGHTS_NAME, load_model_dir, weights_fingerprint
+from mmembed.types import MMEmbedError
+
+MAX_BYTES = 50 * 1024 * 1024
+
+
+def export_model(model_dir: Path, data_dir: Path, dest: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    model_dir, data_dir, dest = Path(model_dir), Path(data_dir), Path(dest)
+    load_model_dir(model_dir)  # refuse to ship anything that does not load
+    for name in ("sources.txt", "image_hashes.txt", "manifest.json"):
+        if not (data_dir / name).is_file():
+            raise MMEmbedError(f"{data_dir} lacks {name}; export needs the training set the model was trained on")
+    size = (model_dir / WEIGHTS_NAME).stat().st_size
+    if size > MAX_BYTES:
+        raise MMEmbedError(f"{model_dir / WEIGHTS_NAME} is {size / 2**20:.1f} MB; the shipped model must be <= 50 MB")
+    dest.mkdir(parents=True, exist_ok=True)
+    config = json.loads((model_dir / CONFIG_NAME).read_text())
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    config["training_set"] = {k: manifest.get(k) for k in ("fingerprint", "clipart", "wordnet", "pool", "queries",
+                                                            "tasks", "licenses")}
+    config.update(extra or {})
+    copies = {WEIGHTS_NAME: model_dir / WEIGHTS_NAME, "train_log.json": model_dir / "train_log.json",
+              "training_sources.txt": data_dir / "sources.txt",
+              "training_image_hashes.txt": data_dir / "image_hashes.txt"}
+    for name, source in copies.items():
+        if source.is_file():
+            fd, tmp = tempfile.mkstemp(dir=dest, suffix=".tmp")
+            os.close(fd)
+            shutil.copyfile(source, tmp)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; shipped files must be readable by everyone
+            os.replace(tmp, dest / name)
+    config["fingerprint"] = weights_fingerprint(dest / WEIGHTS_NAME)
+    fd, tmp = tempfile.mkstemp(dir=dest, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(config, handle, indent=2)
+        handle.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dest / CONFIG_NAME)
+    return {"dest": str(dest), "fingerprint": config["fingerprint"], "bytes": sum(
+        p.stat().st_size for p in dest.iterdir() if p.is_file())}
