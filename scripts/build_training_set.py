@@ -3,7 +3,9 @@
 Sources (Debian packages, no network beyond the package registry):
   * openclipart-svg  (public domain clip art; title, description and keywords in each SVG's metadata),
     rasterised with rsvg-convert (apt: librsvg2-bin) onto white, padded to a square;
-  * wordnet-base     (WordNet 3.0 noun glosses as text passages; WordNet licence, redistributable).
+  * wordnet-base     (WordNet 3.0 noun glosses as text passages; WordNet licence, redistributable);
+  * npm emoji-datasource-twitter (Twemoji 64 px PNGs, CC-BY 4.0, with names and short names; optional:
+    `npm install emoji-datasource-twitter` into build/npm, or pass --twemoji DIR).
 
 Output (outside git, reproducible): DIR/pool.jsonl (candidate pool: did, txt, img_path, modality, source),
 DIR/queries.jsonl (qid, query_txt, query_img_path, query_modality, pos_cand_list, task, target_modality,
@@ -221,7 +223,30 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed: int, workers: int) -> dict:
+def read_twemoji(folder: Path, exclusion: Exclusion, stats: dict[str, int]) -> list[Clipart]:
+    """Twemoji entries as clip-art-like records (image, name, short names, category)."""
+    entries = []
+    for entry in json.loads((folder / "emoji.json").read_text()):
+        image = folder / "img" / "twitter" / "64" / entry.get("image", "")
+        if not entry.get("has_img_twitter") or not image.is_file() or not entry.get("name"):
+            continue
+        code = Path(entry["image"]).stem.lower()
+        keys = {f"twemoji:{code}", f"twemoji:{entry['unified'].lower()}", f"twemoji:{entry['unified']}"}
+        if keys & exclusion.keys:
+            stats["excluded_key"] += 1
+            continue
+        name = entry["name"].lower().replace("-", " ")
+        if norm_text(name) in exclusion.texts:
+            stats["excluded_text"] += 1
+            continue
+        words = [w.replace("_", " ") for w in entry.get("short_names", []) if w.replace("_", " ") != name]
+        category = f"{entry.get('category', '')} {entry.get('subcategory', '')}".replace("-", " ").strip().lower()
+        entries.append(Clipart(f"twemoji:{code}", image, name, "", [*words[:3], *category.split()[:2]], category))
+    return entries
+
+
+def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed: int, workers: int,
+          twemoji: Path | None = None, max_twemoji: int = 1500) -> dict:
     from PIL import Image, ImageOps
 
     rng = random.Random(seed)
@@ -283,6 +308,23 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
     for clip in cliparts:  # drop renderings beyond the cap
         if clip.png is not None and clip not in kept and clip.png.exists():
             clip.png.unlink()
+    n_clipart = len(kept)
+    if twemoji is not None:
+        emoji = read_twemoji(twemoji, exclusion, stats)
+        rng.shuffle(emoji)
+        for i, entry in enumerate(emoji[:max_twemoji]):
+            with Image.open(entry.path) as image:
+                from mmembed.train.images import prepare_image
+
+                square = prepare_image(image, IMAGE_SIZE)
+            entry.png = out / "images" / f"em{i:05d}.png"
+            square.save(entry.png, format="PNG", optimize=True)
+            entry.pixel_hash = pixel_hash(square)
+            if entry.pixel_hash in exclusion.pixel_hashes:
+                stats["excluded_pixels"] += 1
+                entry.png.unlink()
+                continue
+            kept.append(entry)
 
     # 2. WordNet: glosses of the words the clip art is about (topical distractors for text queries asking
     #    for images, and the answers of image+question queries), plus random other nouns for text->text
@@ -392,7 +434,8 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
         "format_version": FORMAT_VERSION,
         "image_size": IMAGE_SIZE,
         "seed": seed,
-        "clipart": len(kept),
+        "clipart": n_clipart,
+        "twemoji": len(kept) - n_clipart,
         "wordnet": len(chosen),
         "pool": len(pool_rows),
         "queries": len(query_rows),
@@ -402,7 +445,8 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
         "excluded_from": str(sample_corpus),
         "fingerprint": hashlib.sha256((pool_text + query_text).encode()).hexdigest()[:16],
         "licenses": {"openclipart": "public domain (Debian openclipart-svg)",
-                     "wordnet": "WordNet 3.0 licence (Princeton), Debian wordnet-base"},
+                     "wordnet": "WordNet 3.0 licence (Princeton), Debian wordnet-base",
+                     "twemoji": "CC-BY 4.0, Twitter, Inc and other contributors (npm emoji-datasource-twitter)"},
     }
     atomic_write(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -415,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluation corpus whose items must not appear in training data")
     parser.add_argument("--max-clipart", type=int, default=5000)
     parser.add_argument("--wordnet", type=int, default=4000, help="number of WordNet glosses in the pool")
+    parser.add_argument("--twemoji", type=Path, default=ROOT / "build" / "npm" / "node_modules"
+                        / "emoji-datasource-twitter", help="emoji-datasource-twitter folder (skipped if absent)")
+    parser.add_argument("--max-twemoji", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
@@ -426,7 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("rsvg-convert") is None:
         print("error: rsvg-convert not found; apt-get install librsvg2-bin", file=sys.stderr)
         return 1
-    manifest = build(args.out, args.sample_corpus, args.max_clipart, args.wordnet, args.seed, args.workers)
+    twemoji = args.twemoji if (args.twemoji / "emoji.json").is_file() else None
+    if twemoji is None:
+        print(f"note: no Twemoji data in {args.twemoji}; building without it "
+              "(npm install --prefix build/npm emoji-datasource-twitter)", file=sys.stderr)
+    manifest = build(args.out, args.sample_corpus, args.max_clipart, args.wordnet, args.seed, args.workers,
+                     twemoji, args.max_twemoji)
     print(json.dumps(manifest, indent=2))
     return 0
 
