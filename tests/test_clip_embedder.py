@@ -5,7 +5,8 @@ The models are real transformers classes with random weights (2 layers, width 32
 saved with save_pretrained to a temp dir and loaded back through `EMBEDDERS.get(name, model_id=dir)`,
 the same path a user's hub checkpoint takes. The SigLIP tokenizer is a sentencepiece model trained
 here on a few sentences (SiglipTokenizer needs `sentencepiece` and `protobuf`); the SigLIP 2 one is
-a byte-fallback BPE (Siglip2Tokenizer, on `tokenizers`), and its model the NaFlex Siglip2Model.
+a byte-fallback BPE (Siglip2Tokenizer, on `tokenizers`) with the NaFlex Siglip2Model, and the fixed-resolution
+SigLIP 2 layout (SiglipModel + a Gemma tokenizer, like google/siglip2-base-patch16-224) is built too.
 """
 
 from __future__ import annotations
@@ -118,10 +119,36 @@ def _build_siglip2(root: Path) -> Path:
     return out
 
 
+def _build_siglip2_fixed_resolution(root: Path) -> Path:
+    """Like google/siglip2-base-patch16-224: a SiglipModel whose tokenizer is a Gemma one (no lower-casing)."""
+    from transformers import GemmaTokenizer, SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for word in ["▁a", "▁red", "▁apple", "▁A", "▁Red", "▁APPLE", "▁"]:
+        vocab[word] = len(vocab)
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=[])
+    assert tokenizer("A Red")["input_ids"] != tokenizer("a red")["input_ids"]  # it does not lower-case itself
+    text = dict(TINY_TOWER, vocab_size=len(vocab), max_position_embeddings=SIGLIP_CONTEXT, bos_token_id=2,
+                eos_token_id=1, pad_token_id=0)
+    config = SiglipConfig(text_config=text, vision_config=dict(TINY_TOWER, image_size=32, patch_size=8))
+    out = root / "tiny-siglip2-fixres"
+    SiglipModel(config).save_pretrained(out)
+    SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
+                    ).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-models")
-    return {"clip-b32": _build_clip(root), "siglip-b16": _build_siglip(root), "siglip2-b16": _build_siglip2(root)}
+    return {
+        "clip-b32": _build_clip(root),
+        "siglip-b16": _build_siglip(root),
+        "siglip2-b16": _build_siglip2_fixed_resolution(root),
+        "siglip2-naflex": _build_siglip2(root),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +172,11 @@ def _fresh_registry():
     EMBEDDERS.clear()
 
 
-@pytest.fixture(scope="module", params=["clip-b32", "siglip-b16", "siglip2-b16"])
+@pytest.fixture(scope="module", params=["clip-b32", "siglip-b16", "siglip2-b16", "siglip2-naflex"])
 def embedder(request: pytest.FixtureRequest, models: dict[str, Path]):
     """One loaded embedder per model for the read-only tests (tests of loading itself build their own)."""
-    return EMBEDDERS.get(request.param, model_id=str(models[request.param]), batch_size=2, device="cpu")
+    backend = "siglip2-b16" if request.param == "siglip2-naflex" else request.param
+    return EMBEDDERS.get(backend, model_id=str(models[request.param]), batch_size=2, device="cpu")
 
 
 def _items(images: list[Path]) -> list[Item]:
@@ -206,6 +234,15 @@ def test_long_text_is_truncated_with_a_note_not_an_error(embedder):
     # What the model reads is the first `context` tokens: more text past the cut changes nothing.
     np.testing.assert_allclose(vector, embedder.embed_query(Query(text=long_text + " cat dog sea")), atol=1e-5)
     assert embedder.describe_query(Query(text="a red apple")).notes == ()
+
+
+def test_siglip_family_reads_text_in_lower_case_as_trained(models):
+    embedder = EMBEDDERS.get("siglip2-b16", model_id=str(models["siglip2-b16"]), device="cpu")
+    np.testing.assert_allclose(
+        embedder.embed_query(Query(text="A Red APPLE")), embedder.embed_query(Query(text="a red apple")), atol=1e-6
+    )
+    clip = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cpu")
+    assert clip._prepare_text("A Red") == "A Red"  # CLIP's own tokenizer handles case; we leave it alone
 
 
 def test_clip_models_ignore_instructions_and_targets(embedder):

@@ -32,6 +32,9 @@ FINGERPRINT_VERSION = 1
 # SigLIP (v1 and v2) was trained on text padded to the full context with no attention mask; feeding
 # it anything else shifts the embeddings, so for these model types we pad to max_length, mask nothing.
 _PAD_TO_MAX_LENGTH = {"siglip", "siglip2"}
+# SigLIP 2 was trained on lower-cased text, but its fixed-resolution checkpoints ship a plain Gemma tokenizer
+# that does not lower-case; SigLIP 1's tokenizer lower-cases anyway. So the whole family gets lower case.
+_LOWERCASE_TEXT = {"siglip", "siglip2"}
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,11 @@ class ClipEmbedder:
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` becomes, special tokens included, before truncation (loads only the tokenizer)."""
+        text = self._prepare_text(text)
         return len(self._get_processor().tokenizer(text, truncation=False)["input_ids"])
+
+    def _prepare_text(self, text: str) -> str:
+        return text.lower() if self._get_source().model_type in _LOWERCASE_TEXT else text
 
     # ------------------------------------------------------------------------------- encoding
     def _embed(self, texts: Sequence[str | None], images: Sequence[Any], labels: Sequence[str]) -> np.ndarray:
@@ -238,7 +245,7 @@ class ClipEmbedder:
         tokenizer = self._get_processor().tokenizer
         pad_full = source.model_type in _PAD_TO_MAX_LENGTH
         encoded = tokenizer(
-            texts,
+            [self._prepare_text(text) for text in texts],
             padding="max_length" if pad_full else True,
             truncation=True,  # longer text is cut to the context (describe_query says so), never an error
             max_length=source.context_length,
