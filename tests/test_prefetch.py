@@ -121,3 +121,16 @@ def test_list_shows_every_backend_and_its_state(capsys):
     assert "openai/clip-vit-base-patch32" in by_name["clip-b32"] and by_name["clip-b32"].endswith("not downloaded")
     assert by_name["mmembed-mini"].endswith("ships with mmembed")
     assert by_name["smolvlm-256m"].startswith("reranker")
+
+
+def test_importing_the_command_and_the_clip_backend_loads_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mmembed.cli.prefetch, mmembed.embedders.clip; "
+        "print(sorted(m for m in ('torch', 'transformers', 'faiss', 'huggingface_hub') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "[]"
