@@ -35,7 +35,7 @@ class StageConfig:
     head_lr: float = 5e-4  # text-side heads move gently: they start as the identity of a good text model
     weight_decay: float = 1e-4
     temperature: float = 0.05
-    random_negatives: int = 128  # per batch, shared by all queries of the batch
+    random_negatives: int = 128  # per batch, from the pool of the batch's target modality, shared by its queries
     text_task_share: float | None = None  # continual fine-tuning: share of text->text queries per batch
     warmup: float = 0.05
     seed: int = 0
@@ -87,9 +87,15 @@ class Trainer:
         if len(self.train_queries) < 2:
             raise ValidationError("the training set needs at least 2 training queries")
         tasks = np.array([data.queries[i].task for i in self.train_queries])
-        self.text_task = self.train_queries[tasks == "t->t"]
-        self.other_task = self.train_queries[tasks != "t->t"]
-        if config.text_task_share is not None and (len(self.text_task) == 0 or len(self.other_task) == 0):
+        self.task_names = sorted(set(tasks.tolist()))
+        self.task_queries = [self.train_queries[tasks == name] for name in self.task_names]
+        self.task_weights = np.array([len(m) for m in self.task_queries], dtype=np.float64)
+        self.task_weights /= self.task_weights.sum()
+        self.pool_by_modality = {m: np.flatnonzero(data.pool_modality == m) for m in range(3)}
+        for members in self.task_queries:  # a task must have one target modality for its negatives
+            if len({int(t) for t in data.query_target[members]}) != 1:
+                raise ValidationError("every task type must have a single target modality")
+        if config.text_task_share is not None and ("t->t" not in self.task_names or len(self.task_names) < 2):
             raise ValidationError("continual fine-tuning needs both text->text and multimodal training queries")
         head = [p for n, p in model.named_parameters() if not n.startswith("image_tower.")]
         tower = [p for n, p in model.named_parameters() if n.startswith("image_tower.")]
@@ -103,22 +109,32 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ batches
     def _batch(self, step: int):
+        """One batch: queries of a single task (as UniIR batches an M-BEIR dataset), its positives, and negatives.
+
+        Random negatives come from the pool of the batch's target modality, like M-BEIR's task-specific
+        candidate pools: a model trained only with them never sees a wrong-modality candidate, which is
+        where MM-Embed's modality bias comes from. Hard negatives (mined C1/C2, one per query) come on top."""
         import numpy as np
 
         rng = np.random.default_rng([self.config.seed, step])
         size = self.config.batch_size
         if self.config.text_task_share is None:
-            queries = rng.choice(self.train_queries, size=size, replace=len(self.train_queries) < size)
+            task = rng.choice(len(self.task_names), p=self.task_weights)
+        elif rng.random() < self.config.text_task_share:
+            task = self.task_names.index("t->t")
         else:
-            n_text = round(size * self.config.text_task_share)
-            queries = np.concatenate([rng.choice(self.text_task, n_text), rng.choice(self.other_task, size - n_text)])
+            other = [i for i, name in enumerate(self.task_names) if name != "t->t"]
+            weights = self.task_weights[other] / self.task_weights[other].sum()
+            task = other[rng.choice(len(other), p=weights)]
+        members = self.task_queries[task]
+        queries = rng.choice(members, size=size, replace=len(members) < size)
         positives = np.array([rng.choice(self.data.positives[q]) for q in queries])
+        target_pool = self.pool_by_modality[int(self.data.query_target[queries[0]])]
+        parts = [positives, rng.choice(target_pool, size=self.config.random_negatives)]
         if self.config.negatives == "hard":
-            negatives = np.array([rng.choice(self.data.negatives[q]) if len(self.data.negatives[q])
-                                  else rng.integers(len(self.data.pool)) for q in queries])
-        else:
-            negatives = rng.integers(len(self.data.pool), size=self.config.random_negatives)
-        candidates = np.concatenate([positives, negatives])
+            parts.append(np.array([rng.choice(self.data.negatives[q]) if len(self.data.negatives[q])
+                                   else rng.choice(target_pool) for q in queries]))
+        candidates = np.concatenate(parts)
         exclude = np.array([[c in self._positive_sets[q] for c in candidates] for q in queries])
         return queries, candidates, exclude
 
