@@ -52,8 +52,6 @@ def load_eval(corpus_path: Path, queries_path: Path):
 def numpy_metrics(embedder, items, queries, ks=(1, 5, 10)) -> dict:
     import numpy as np
 
-    from mmembed.types import Modality
-
     pool = embedder.embed_items(items)
     ids = [i.id for i in items]
     modality = [i.modality for i in items]
@@ -77,7 +75,6 @@ def numpy_metrics(embedder, items, queries, ks=(1, 5, 10)) -> dict:
     all_wrong5 = [r for d in wrong.values() for r in d[5]]
     report["wrong_modality"]["all"] = {"@1": round(float(np.mean([r for d in wrong.values() for r in d[1]])), 4),
                                        "@5": round(float(np.mean(all_wrong5)), 4)}
-    del Modality
     return report
 
 
@@ -107,7 +104,7 @@ def markdown(results: dict) -> str:
             cells = [f"{results[n]['tasks'][task][k]:.3f}" if task in results[n]["tasks"] else "-" for n in names]
             count = next(results[n]["tasks"][task]["n"] for n in names if task in results[n]["tasks"])
             lines.append(f"| {task} {k} (n={count}) | " + " | ".join(cells) + " |")
-    modalities = sorted({m for r in results.values() for m in r["wrong_modality"]})
+    modalities = sorted({m for r in results.values() for m in r["wrong_modality"]}, key=lambda m: (m == "all", m))
     for m in modalities:
         for k in ("@1", "@5"):
             cells = [f"{results[n]['wrong_modality'][m][k]:.3f}" if m in results[n]["wrong_modality"] else "-"
