@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -15,6 +17,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # An empty Hugging Face cache: whatever the developer has downloaded must not change test outcomes.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="mmembed-test-hf-")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `from fakes import ...`
 
