@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -335,40 +335,95 @@ def time_single_queries(search_fn, queries: np.ndarray) -> tuple[list[float], np
     return samples, ids
 
 
-def make_index(kind: str, n: int, vectors: np.ndarray, args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
-    """(index, parameters, set_knob(value) -> None) built with FAISS; mmembed.index's choices when present."""
+class BenchIndex:
+    """One index under test: mmembed.index.VectorIndex (the code the app runs) when it exists, else raw FAISS
+    with the same recipe. `set_knob` changes the search-time setting (HNSW efSearch / IVF nprobe)."""
+
+    KNOB: ClassVar[dict[str, str]] = {"hnsw": "efSearch", "ivfpq": "nprobe"}
+
+    def __init__(self, kind: str, vectors: np.ndarray, args: argparse.Namespace) -> None:
+        self.kind = kind
+        self.module = None if args.raw_faiss else _mmembed_index()
+        if self.module is not None:
+            from mmembed.types import Modality
+
+            n = len(vectors)
+            self.index = self.module.VectorIndex.build(vectors, [str(i) for i in range(n)], [Modality.IMAGE] * n, kind)
+            self.faiss_index = self.index.faiss_index
+            self._defaults = {"efSearch": self.module.HNSW_EF_SEARCH, "nprobe": self.module.IVF_NPROBE}
+        else:
+            self.index = self.faiss_index = _raw_faiss_index(kind, vectors, args)
+            self._defaults = {"efSearch": args.ef_search[0], "nprobe": args.nprobe[0]}
+
+    @property
+    def default_knob(self) -> int | None:
+        return self._defaults.get(self.KNOB.get(self.kind, ""))
+
+    def params(self) -> dict[str, Any]:
+        import faiss
+
+        out: dict[str, Any] = {"via": "mmembed.index.VectorIndex" if self.module else "faiss (mmembed.index absent)"}
+        if self.kind == "hnsw":
+            hnsw = self.faiss_index.hnsw
+            out.update({"M": int(hnsw.nb_neighbors(1)), "efConstruction": int(hnsw.efConstruction)})
+        elif self.kind == "ivfpq":
+            ivf = faiss.downcast_index(faiss.extract_index_ivf(self.faiss_index))
+            out.update({"nlist": int(ivf.nlist), "pq": f"{ivf.pq.M}x{ivf.pq.nbits}",
+                        "refine_k_factor": float(getattr(self.faiss_index, "k_factor", 0))})
+        return out
+
+    def set_knob(self, value: int | None) -> None:
+        import faiss
+
+        if value is None:
+            return
+        if self.module is not None:  # VectorIndex reads these module settings at every search
+            if self.kind == "hnsw":
+                self.module.HNSW_EF_SEARCH = value
+            else:
+                self.module.IVF_NPROBE = value
+        elif self.kind == "hnsw":
+            self.faiss_index.hnsw.efSearch = value
+        else:
+            faiss.extract_index_ivf(self.faiss_index).nprobe = value
+
+    def restore(self) -> None:
+        if self.module is not None:
+            self.module.HNSW_EF_SEARCH, self.module.IVF_NPROBE = self._defaults["efSearch"], self._defaults["nprobe"]
+
+    def search(self, query: np.ndarray) -> np.ndarray:
+        if self.module is not None:
+            return self.index.search(query, K)[1][0]
+        return self.faiss_index.search(query, K)[1][0]
+
+
+def _mmembed_index() -> Any:
+    try:
+        from mmembed import index
+    except ImportError:
+        return None
+    return index if hasattr(index, "VectorIndex") else None
+
+
+def _raw_faiss_index(kind: str, vectors: np.ndarray, args: argparse.Namespace) -> Any:
     import faiss
 
+    n = len(vectors)
     if kind == "flat":
         index = faiss.IndexFlatIP(DIM)
-        index.add(vectors)
-        return index, {}, None
-    if kind == "hnsw":
+    elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(DIM, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = args.ef_construction
-        index.add(vectors)
-
-        def set_ef(value: int) -> None:
-            index.hnsw.efSearch = value
-
-        return index, {"M": args.hnsw_m, "efConstruction": args.ef_construction}, set_ef
-    # IVF-PQ: coarse k-means lists, 64 x 8-bit PQ codes (64 B/vector instead of 2 KiB), then the
-    # shortlist is re-scored exactly (IndexRefineFlat): PQ alone cannot reach recall@10 >= 0.95 at 512-d.
-    nlist = int(min(2048, max(64, 4 * np.sqrt(n))))
-    quantizer = faiss.IndexFlatIP(DIM)
-    ivf = faiss.IndexIVFPQ(quantizer, DIM, nlist, 64, 8, faiss.METRIC_INNER_PRODUCT)
-    # 40 training points per list is what k-means needs; more only lengthens the build.
-    train = vectors[np.random.default_rng(2).choice(n, size=min(n, 40 * nlist), replace=False)]
-    ivf.train(train)
-    index = faiss.IndexRefineFlat(ivf)
-    index.k_factor = args.refine_factor
+    else:
+        # IVF-PQ: coarse lists, 64 x 8-bit PQ codes, then the shortlist re-scored exactly (IndexRefineFlat):
+        # PQ alone cannot reach recall@10 >= 0.95 at 512-d.
+        nlist = max(1, min(2048, n // 40))
+        ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(DIM), DIM, nlist, 64, 8, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexRefineFlat(ivf)
+        index.k_factor = args.refine_factor
+        index.train(vectors)
     index.add(vectors)
-
-    def set_nprobe(value: int) -> None:
-        faiss.extract_index_ivf(index).nprobe = value
-
-    params = {"nlist": nlist, "pq": "64x8", "refine": f"exact re-score of top {args.refine_factor}x{K}"}
-    return index, params, set_nprobe
+    return index
 
 
 def bench_faiss(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -394,38 +449,38 @@ def bench_faiss(args: argparse.Namespace) -> list[dict[str, Any]]:
         for kind in args.index_types:
             gc.collect()
             rss_before = rss_mb()
+            faiss.omp_set_num_threads(build_threads)
+            log(f"  building {kind} over {n:,} vectors")
             t0 = time.perf_counter()
-            index, params, set_knob = make_index(kind, n, vectors, args)
+            index = BenchIndex(kind, vectors, args)
             build_s = time.perf_counter() - t0
-            row: dict[str, Any] = {"n": n, "index": kind, "build_s": round(build_s, 2), **params,
+            row: dict[str, Any] = {"n": n, "index": kind, "build_s": round(build_s, 2), **index.params(),
                                    "index_rss_mb": round(rss_mb() - rss_before, 1)}
-            sweep = []
+            knob_name = BenchIndex.KNOB.get(kind)
             knobs = {"flat": [None], "hnsw": args.ef_search, "ivfpq": args.nprobe}[kind]
+            if index.default_knob is not None and index.default_knob not in knobs:
+                knobs = sorted([*knobs, index.default_knob])
             # One query at a time on one thread: OpenMP's fork/join and spin-waits cost milliseconds per
             # call on a busy 2-core machine (flat 10k: 16 ms with 2 threads, 0.7 ms with 1).
             faiss.omp_set_num_threads(args.search_threads)
+            sweep = []
             for value in knobs:
-                if set_knob is not None:
-                    set_knob(value)
-
-                def search_fn(q: np.ndarray, index: Any = index) -> np.ndarray:
-                    return index.search(q, K)[1][0]
-
-                time_single_queries(search_fn, queries[:5])  # warm-up
-                samples, found = time_single_queries(search_fn, queries)
+                index.set_knob(value)
+                time_single_queries(index.search, queries[:5])  # warm-up
+                samples, found = time_single_queries(index.search, queries)
                 point = {"recall@10": round(recall_at_k(found, truth), 4), **percentiles(samples)}
-                if value is not None:
-                    point[{"hnsw": "efSearch", "ivfpq": "nprobe"}[kind]] = value
+                if knob_name:
+                    point[knob_name] = value
                 sweep.append(point)
-                log(f"  {kind:5} n={n:,} {params} knob={value}: recall@10 {point['recall@10']}, "
-                    f"p50 {point['p50_ms']} ms")
-                if point["recall@10"] >= 0.99:
-                    break  # further knob values only cost latency
-            # The operating point: the fastest setting with recall@10 >= 0.95 (else the best recall).
+                log(f"  {kind:5} n={n:,} {knob_name}={value}: recall@10 {point['recall@10']}, p50 {point['p50_ms']} ms")
+            index.restore()
+            faiss.omp_set_num_threads(build_threads)
+            # The operating point: the fastest setting with recall@10 >= 0.95 (else the best recall); the
+            # setting mmembed ships with is reported next to it.
             good = [p for p in sweep if p["recall@10"] >= 0.95]
             chosen = min(good, key=lambda p: p["p50_ms"]) if good else max(sweep, key=lambda p: p["recall@10"])
-            faiss.omp_set_num_threads(build_threads)
-            row.update({"search_threads": args.search_threads, "chosen": chosen,
+            shipped = next((p for p in sweep if knob_name and p[knob_name] == index.default_knob), None)
+            row.update({"search_threads": args.search_threads, "chosen": chosen, "mmembed_default": shipped,
                         "sweep": sweep if len(sweep) > 1 else None, "peak_rss_mb": peak_rss_mb()})
             results.append(row)
             del index
@@ -462,11 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index-types", type=lambda s: s.split(","), default=["flat", "hnsw", "ivfpq"])
     parser.add_argument("--queries", type=int, default=40, help="queries per modality for end-to-end latency")
     parser.add_argument("--faiss-queries", type=int, default=300)
-    parser.add_argument("--hnsw-m", type=int, default=32)
-    parser.add_argument("--ef-construction", type=int, default=64)
+    parser.add_argument("--hnsw-m", type=int, default=32, help="raw FAISS only (mmembed.index sets its own)")
+    parser.add_argument("--ef-construction", type=int, default=80, help="raw FAISS only")
     parser.add_argument("--ef-search", type=ints, default=[16, 32, 64, 128, 256])
     parser.add_argument("--nprobe", type=ints, default=[4, 8, 16, 32, 64, 128])
-    parser.add_argument("--refine-factor", type=int, default=4)
+    parser.add_argument("--refine-factor", type=int, default=4, help="IVF-PQ exact re-scoring (raw FAISS only)")
+    parser.add_argument("--raw-faiss", action="store_true", help="FAISS directly even if mmembed.index exists")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the index build (0: torch's choice, all cores; faster only on an "
                         "otherwise idle machine)")
