@@ -1,0 +1,310 @@
+"""Load and validate corpora: M-BEIR candidate-pool jsonl, Hugging Face datasets, and query files.
+
+Validation collects EVERY problem (with its line or row) before raising one CorpusValidationError, so
+a user fixing a corpus sees all that is wrong at once, and one bad row never silently drops a corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmembed.types import Item, Modality, Query, ValidationError
+
+MBEIR_ITEM_KEYS = {"did", "txt", "img_path", "modality"}
+MBEIR_QUERY_KEYS = {"qid", "query_txt", "query_img_path", "query_modality", "pos_cand_list"}
+
+
+class CorpusValidationError(ValidationError):
+    """A corpus or query file with problems; `problems` lists each one with its line or row."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{source}: {len(problems)} problem(s):\n  {shown}{more}")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """An ordered, validated collection of items with a content hash for cache fingerprints."""
+
+    items: tuple[Item, ...]
+    name: str
+    root: Path | None = None
+    content_hash: str = ""
+    _by_id: dict[str, Item] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {item.id: item for item in self.items})
+        if len(self._by_id) != len(self.items):
+            dupes = [i for i, n in Counter(item.id for item in self.items).items() if n > 1]
+            raise CorpusValidationError(self.name, [f"duplicate id {i!r}" for i in dupes])
+        if not self.content_hash:
+            object.__setattr__(self, "content_hash", content_hash(self.items))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items)
+
+    def __getitem__(self, item_id: str) -> Item:
+        try:
+            return self._by_id[item_id]
+        except KeyError:
+            raise KeyError(f"no item {item_id!r} in corpus {self.name!r}") from None
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._by_id
+
+    def modality_counts(self) -> dict[Modality, int]:
+        counts = Counter(item.modality for item in self.items)
+        return {modality: counts.get(modality, 0) for modality in Modality}
+
+
+def content_hash(items: Sequence[Item]) -> str:
+    """sha256 over ids, texts, modalities and image bytes: any change to the corpus changes it."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(f"{item.id}\x00{item.text or ''}\x00{item.modality.value}\x00".encode())
+        if isinstance(item.image, (str, Path)):
+            digest.update(_file_digest(Path(item.image)))
+        elif item.image is not None:
+            digest.update(hashlib.sha256(item.image.tobytes()).digest())
+    return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> bytes:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return b"<missing>"
+
+
+def _check_image(path: Path) -> str | None:
+    """None if `path` opens as an image, else why not (cheap: header check, no full decode)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        return f"image file not found: {path}"
+    if path.stat().st_size == 0:
+        return f"image file is empty: {path}"
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"unreadable image {path.name}: {exc}"
+    return None
+
+
+def _read_jsonl(path: Path, problems: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"line {line_no}: not valid JSON ({exc.msg})")
+                continue
+            if not isinstance(row, dict):
+                problems.append(f"line {line_no}: expected a JSON object, got {type(row).__name__}")
+                continue
+            yield line_no, row
+
+
+def _text_field(row: dict[str, Any], key: str, where: str, problems: list[str]) -> str | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.append(f"{where}: {key} must be a string or null, got {type(value).__name__}")
+        return None
+    return value if value.strip() else None
+
+
+def load_mbeir_jsonl(path: str | Path, *, check_images: bool = True) -> Corpus:
+    """Load an M-BEIR candidate pool: one object per line with did, txt, img_path, modality.
+
+    `img_path` is relative to the jsonl file (absolute paths also work). Keys beyond M-BEIR's go to
+    `Item.meta` (e.g. topic, source, license, credit for the demo's detail view).
+    """
+    path = Path(path).expanduser().resolve()
+    problems: list[str] = []
+    items: list[Item] = []
+    first_line: dict[str, int] = {}
+    for line_no, row in _read_jsonl(path, problems):
+        where = f"line {line_no}"
+        did = row.get("did")
+        if not isinstance(did, (str, int)) or not str(did).strip():
+            problems.append(f"{where}: missing or empty 'did'")
+            continue
+        did = str(did)
+        where = f"line {line_no} (did {did!r})"
+        if did in first_line:
+            problems.append(f"{where}: duplicate id, first seen on line {first_line[did]}")
+            continue
+        first_line[did] = line_no
+        if "txt" in row and isinstance(row["txt"], str) and not row["txt"].strip() and not row.get("img_path"):
+            problems.append(f"{where}: empty text and no image")
+            continue
+        text = _text_field(row, "txt", where, problems)
+        image: Path | None = None
+        if row.get("img_path"):
+            image = (path.parent / str(row["img_path"])).resolve()
+            if check_images and (why := _check_image(image)):
+                problems.append(f"{where}: {why}")
+                continue
+        declared = row.get("modality")
+        try:
+            modality = Modality.parse(declared) if declared is not None else None
+            meta = {k: v for k, v in row.items() if k not in MBEIR_ITEM_KEYS}
+            items.append(Item(did, text=text, image=image, modality=modality, meta=meta))
+        except ValidationError as exc:
+            problems.append(f"{where}: {_strip_prefix(str(exc))}")
+    if problems:
+        raise CorpusValidationError(str(path), problems)
+    if not items:
+        raise CorpusValidationError(str(path), ["the file holds no items"])
+    return Corpus(tuple(items), name=path.stem, root=path.parent)
+
+
+def _strip_prefix(message: str) -> str:
+    """'item 'x': needs text...' -> 'needs text...' (the caller already says which row)."""
+    return message.split(": ", 1)[1] if message.startswith(("item ", "query")) and ": " in message else message
+
+
+def load_hf_dataset(
+    name_or_path: str | Path,
+    *,
+    image_column: str | None = "image",
+    text_column: str | None = "text",
+    id_column: str | None = None,
+    split: str = "train",
+) -> Corpus:
+    """A Hugging Face dataset (a `save_to_disk` folder, an imagefolder, or a hub name) as a Corpus.
+
+    Images stay PIL images in memory; rows whose text and image are both empty are reported, not dropped.
+    """
+    import datasets
+
+    location = Path(name_or_path).expanduser()
+    if location.is_dir() and any((location / name).exists() for name in ("state.json", "dataset_dict.json")):
+        dataset = datasets.load_from_disk(str(location))  # written by Dataset(Dict).save_to_disk
+    elif location.is_dir():
+        dataset = datasets.load_dataset("imagefolder", data_dir=str(location))
+    else:
+        dataset = datasets.load_dataset(str(name_or_path))
+    if isinstance(dataset, datasets.DatasetDict):
+        if split not in dataset:
+            raise ValidationError(f"dataset {name_or_path}: no split {split!r}; has {', '.join(dataset)}")
+        dataset = dataset[split]
+    columns = set(dataset.column_names)
+    for role, column in (("image", image_column), ("text", text_column), ("id", id_column)):
+        if column is not None and column not in columns:
+            raise ValidationError(
+                f"dataset {name_or_path}: no {role} column {column!r}; columns are: {', '.join(sorted(columns))}"
+            )
+    problems: list[str] = []
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    for row_no, row in enumerate(dataset):
+        item_id = str(row[id_column]) if id_column else str(row_no)
+        where = f"row {row_no} (id {item_id!r})"
+        if item_id in seen:
+            problems.append(f"{where}: duplicate id, first seen in row {seen[item_id]}")
+            continue
+        seen[item_id] = row_no
+        text = row.get(text_column) if text_column else None
+        image = row.get(image_column) if image_column else None
+        meta = {k: v for k, v in row.items() if k not in {image_column, text_column, id_column}
+                and isinstance(v, (str, int, float, bool))}
+        try:
+            items.append(Item(item_id, text=text if isinstance(text, str) else None, image=image, meta=meta))
+        except ValidationError as exc:
+            problems.append(f"{where}: {_strip_prefix(str(exc))}")
+    if problems:
+        raise CorpusValidationError(str(name_or_path), problems)
+    name = location.name if location.exists() else str(name_or_path).replace("/", "__")
+    return Corpus(tuple(items), name=name, root=location if location.is_dir() else None)
+
+
+def load_corpus(path_or_name: str | Path, **options: Any) -> Corpus:
+    """Dispatch on what `path_or_name` is: a .jsonl file -> M-BEIR; anything else -> datasets."""
+    path = Path(path_or_name).expanduser()
+    if path.suffix == ".jsonl":
+        return load_mbeir_jsonl(path, **options)
+    if path.is_dir() and (path / "corpus.jsonl").is_file():
+        return load_mbeir_jsonl(path / "corpus.jsonl", **options)
+    return load_hf_dataset(path_or_name, **options)
+
+
+TASK_NAMES = ("t->i", "t->t", "t->(i,t)", "i->t", "i->i", "(i,t)->i", "(i,t)->t", "(i,t)->(i,t)")
+_SHORT = {Modality.TEXT: "t", Modality.IMAGE: "i", Modality.IMAGE_TEXT: "(i,t)"}
+
+
+def task_name(query_modality: Modality, target: Modality) -> str:
+    """M-BEIR-style task label, e.g. (text, image) -> 't->i'."""
+    return f"{_SHORT[query_modality]}->{_SHORT[target]}"
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    """One evaluation query: the query (with its target), its positive candidate ids, its task label."""
+
+    qid: str
+    query: Query
+    positives: tuple[str, ...]
+    task: str
+
+
+def load_queries(path: str | Path, corpus: Corpus | None = None) -> list[EvalQuery]:
+    """Load M-BEIR-format queries (qid, query_txt, query_img_path, query_modality, pos_cand_list,
+    plus task and target_modality). With `corpus`, positives must exist in it."""
+    path = Path(path).expanduser().resolve()
+    problems: list[str] = []
+    queries: list[EvalQuery] = []
+    for line_no, row in _read_jsonl(path, problems):
+        qid = str(row.get("qid", "")).strip()
+        where = f"line {line_no} (qid {qid!r})" if qid else f"line {line_no}"
+        if not qid:
+            problems.append(f"{where}: missing 'qid'")
+            continue
+        text = _text_field(row, "query_txt", where, problems)
+        image = (path.parent / str(row["query_img_path"])).resolve() if row.get("query_img_path") else None
+        if image is not None and (why := _check_image(image)):
+            problems.append(f"{where}: {why}")
+            continue
+        positives = row.get("pos_cand_list")
+        if not isinstance(positives, list) or not positives:
+            problems.append(f"{where}: pos_cand_list must be a non-empty list")
+            continue
+        positives = tuple(str(p) for p in positives)
+        if corpus is not None and (missing := [p for p in positives if p not in corpus]):
+            problems.append(f"{where}: positives not in the corpus: {', '.join(missing)}")
+            continue
+        try:
+            target = Modality.parse(row["target_modality"]) if row.get("target_modality") else None
+            if target is None and corpus is not None:
+                target = corpus[positives[0]].modality
+            query = Query(text=text, image=image, target=target)
+            declared = row.get("query_modality")
+            if declared is not None and Modality.parse(declared) is not query.modality:
+                problems.append(f"{where}: query_modality {declared!r} does not match the fields present")
+                continue
+        except ValidationError as exc:
+            problems.append(f"{where}: {_strip_prefix(str(exc))}")
+            continue
+        task = str(row.get("task") or (task_name(query.modality, target) if target else "any"))
+        queries.append(EvalQuery(qid, query, positives, task))
+    if problems:
+        raise CorpusValidationError(str(path), problems)
+    return queries
