@@ -1,0 +1,54 @@
+"""Arguments and set-up shared by the search, index and eval subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mmembed.retriever import Retriever
+
+
+def add_retrieval_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="M-BEIR jsonl, a folder holding corpus.jsonl, or a datasets folder/name "
+                        "(default: the sample corpus, or $MMEMBED_CORPUS)")
+    parser.add_argument("--embedder", default=None, help="embedder name (default clip-b32, or $MMEMBED_EMBEDDER); "
+                        "falls back to the offline mmembed-mini when its weights cannot be had")
+    parser.add_argument("--index-type", choices=["flat", "hnsw", "ivfpq"], default=None,
+                        help="FAISS index: exact (flat, default) or approximate for large pools")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="where indexes are cached ($MMEMBED_CACHE_DIR)")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+
+
+def build_retriever(args: argparse.Namespace, *, progress_bar: bool = True) -> Retriever:
+    """Settings from env + flags, embedder (with offline fallback, announced on stderr), corpus, index."""
+    from mmembed.config import Settings
+    from mmembed.corpus import load_corpus
+    from mmembed.progress import tqdm_progress
+    from mmembed.retriever import Retriever, load_embedder_with_fallback
+
+    settings = Settings.from_env(corpus=args.corpus, embedder=args.embedder, index_type=args.index_type,
+                                 cache_dir=args.cache_dir, device=args.device)
+    embedder, note = load_embedder_with_fallback(settings)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    retriever = Retriever(load_corpus(settings.corpus), embedder, cache_dir=settings.cache_dir,
+                          index_type=settings.index_type)
+    with tqdm_progress(disable=not progress_bar) as progress:
+        retriever.ensure_index(progress)
+    return retriever
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def snippet(text: str | None, width: int = 90) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

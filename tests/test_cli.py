@@ -1,0 +1,96 @@
+"""The command line: output for people, --json for machines, one-line errors with exit code 1."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakes import KeywordEmbedder
+from test_retrieval_core import VOCAB, write_corpus
+
+from mmembed.cli import main
+from mmembed.embedders import EMBEDDERS
+from mmembed.hub import WeightsNotAvailableError
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    """A tiny corpus and queries; every embedder name resolves to the keyword fake, except 'clip-b32',
+    which behaves like a hub model that is not cached while offline."""
+    corpus_path = write_corpus(tmp_path / "corpus")
+    queries = tmp_path / "corpus/queries.jsonl"
+    queries.write_text(json.dumps({"qid": "q1", "query_txt": "violin", "pos_cand_list": ["i-violin"],
+                                   "task": "t->i", "target_modality": "image"}) + "\n")
+    fake = KeywordEmbedder(VOCAB, text_bias=0.8, name="mmembed-mini")
+
+    class Offline(KeywordEmbedder):
+        def embed_query(self, query):
+            raise WeightsNotAvailableError("model 'openai/clip-vit-base-patch32' is not in the local cache; "
+                                           "download it once with: python -m mmembed prefetch --embedder clip-b32")
+
+    def get(name, **options):
+        if name == "clip-b32":
+            return Offline(VOCAB, name="clip-b32")
+        if name == "mmembed-mini":
+            return fake
+        return EMBEDDERS.info(name)  # unknown names raise UnknownBackendError as for real
+
+    monkeypatch.setattr(EMBEDDERS, "get", get)
+    monkeypatch.setenv("MMEMBED_CORPUS", str(corpus_path))
+    monkeypatch.setenv("MMEMBED_QUERIES", str(queries))
+    return tmp_path
+
+
+def test_search_human_output_marks_wrong_modality(cli_env, capsys):
+    assert main(["search", "cat", "--target", "image", "-k", "3", "--embedder", "mmembed-mini"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "3 results (mmembed-mini, mode natural, target image)"
+    assert out[1].startswith("  1. +1.0000 !text") and "t-cat" in out[1]
+    assert "it-cat" in out[2] and "[cat_2.png] A sleeping cat." in out[2]
+    assert out[3].startswith("  3. ") and " image " in out[3] and "i-cat" in out[3]
+    assert out[-1] == "wrong-modality rate: 67% of the top 3 ('!' marks them)"
+
+
+def test_search_json_filtered(cli_env, capsys):
+    assert main(["search", "cat", "--target", "image", "--mode", "filtered", "--json",
+                 "--embedder", "mmembed-mini"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [hit["modality"] for hit in data["hits"]] == ["image"] * 3
+    assert data["hits"][0]["id"] == "i-cat" and data["wrong_modality_rate"] == 0.0
+
+
+def test_default_embedder_offline_falls_back_with_a_note(cli_env, capsys):
+    with pytest.warns(UserWarning, match="using the offline model 'mmembed-mini'"):
+        assert main(["search", "violin", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "note: 'clip-b32' is not available offline" in captured.err
+    assert json.loads(captured.out)["hits"][0]["id"] == "i-violin"
+
+
+def test_index_build_and_eval(cli_env, capsys):
+    assert main(["index", "build", "--embedder", "mmembed-mini", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == 8
+    assert main(["eval", "--embedder", "mmembed-mini", "-k", "1,5"]) == 0
+    out = capsys.readouterr().out
+    assert "| t->i | 1 | 100.0 | 100.0 |" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "--embedder", "mmembed-mini"], "error: query: needs text, an image, or both; got neither"),
+        (["search", "x", "--embedder", "nope"], "error: unknown embedder 'nope'; known: clip-b32"),
+        (["search", "x", "--target", "video", "--embedder", "mmembed-mini"], "error: unknown modality 'video'"),
+        (["search", "x", "--image", "missing.png", "--embedder", "mmembed-mini"], "error: image file not found"),
+        (["eval", "--embedder", "mmembed-mini", "--ks", "1,x"], "error: --ks must be comma-separated integers"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(cli_env, capsys, argv, message):
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message)
+
+
+def test_debug_shows_the_traceback(cli_env):
+    with pytest.raises(Exception, match="unknown embedder 'nope'"):
+        main(["--debug", "search", "x", "--embedder", "nope"])
