@@ -33,3 +33,15 @@ def resolve_dtype(dtype: str, device: str) -> Any:
         return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     except KeyError:
         raise MMEmbedError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16") from None
+
+
+def zero_gpu(fn: Any) -> Any:
+    """Wrap `fn` with ZeroGPU's `spaces.GPU` when the `spaces` package is importable, else return it as is.
+
+    On a Hugging Face ZeroGPU Space a GPU is attached only inside functions decorated this way.
+    """
+    try:
+        import spaces  # type: ignore[import-not-found]
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmembed.devices import zero_gpu as gpu
 from mmembed.embedders.base import QueryInfo, l2_normalize
 from mmembed.images import load_image
 from mmembed.instructions import instruction_for
@@ -32,18 +33,6 @@ if TYPE_CHECKING:
 
 class CheckpointMismatchError(MMEmbedError, RuntimeError):
     """The checkpoint's tensors and the model's parameters do not correspond one to one."""
-
-
-def gpu(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap `fn` with ZeroGPU's `spaces.GPU` when the `spaces` package is importable, else return it as is.
-
-    On a Hugging Face ZeroGPU Space a GPU is attached only inside functions decorated this way.
-    """
-    try:
-        import spaces  # type: ignore[import-not-found]
-    except ImportError:
-        return fn
-    return spaces.GPU(fn)
 
 
 # ----------------------------------------------------------------------------------------------------------
