@@ -1,0 +1,256 @@
+"""The Gradio Blocks of the demo: components, events and launch options. Logic lives in `handlers`.
+
+Events: Search (or Enter, or an example) runs the first stage and shows it at once; `.success()` then
+runs the reranker into the second column with its own progress bar. Every event has an `api_name`;
+`search` (a hidden button) returns both stages as one JSON object for `gradio_client` users.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mmembed.progress import ProgressFn
+from mmembed.types import MMEmbedError
+from mmembed.ui import handlers as h
+from mmembed.ui.plot import COLORS, mix_frame, stage_order
+from mmembed.ui.render import (
+    render_bias_summary,
+    render_column,
+    render_details,
+    render_status,
+)
+from mmembed.ui.state import DemoState
+from mmembed.ui.theme import CSS, HEADER, make_theme
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from mmembed.ui.examples import Example
+
+MAX_UPLOAD = "10mb"  # far above any photo worth embedding; load_image caps pixels separately
+QUEUE_SIZE = 32  # visitors waiting beyond this get "queue full" instead of a minutes-long wait
+FIRST_PLACEHOLDER = "First-stage results appear here."
+SECOND_PLACEHOLDER = "Reranked results appear here."
+
+
+def _user_error(exc: BaseException) -> Exception:
+    import gradio as gr
+
+    # Gradio renders error text as HTML: escape it (file names and queries come from the visitor).
+    return gr.Error(html.escape(str(exc), quote=False), title="Can't search with that")
+
+
+def _progress_fn(progress: Any) -> ProgressFn:
+    def update(done: int, total: int, description: str) -> None:
+        progress((done, max(total, 1)), desc=description)
+
+    return update
+
+
+def query_image_component(**kwargs: Any) -> gr.Image:
+    """gr.Image that hands over the uploaded file untouched, so `load_image` (not Gradio's PIL.open)
+    decodes it: a zero-byte, corrupt or bomb upload then gets our clear message instead of a crash.
+
+    The override is set on the instance: a gr.Image subclass would make Gradio write a .pyi stub into
+    this package at import time.
+    """
+    import gradio as gr
+    from gradio.image_utils import preprocess_image
+
+    component = gr.Image(**kwargs)
+
+    def preprocess(payload: Any) -> str | None:
+        if payload is None:
+            return None
+        if payload.path is not None and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        try:  # pasted images may arrive as data: URLs; let Gradio write them to a file
+            return preprocess_image(payload, cache_dir=component.GRADIO_CACHE, format="png", image_mode=None,
+                                    type="filepath")
+        except Exception as exc:
+            raise gr.Error(f"The pasted image can't be used: {html.escape(str(exc))}") from exc
+
+    component.preprocess = preprocess  # type: ignore[method-assign]
+    return component
+
+
+def build_demo(state: DemoState | None = None, *, examples: list[Example] | None = None) -> gr.Blocks:
+    """The demo's Blocks. `state` defaults to the real registries and sample corpus (loaded lazily)."""
+    import gradio as gr
+
+    from mmembed.ui.examples import load_examples
+
+    state = state or DemoState()
+    settings = state.settings
+    default_embedder, startup_note = state.default_embedder()
+    if examples is None:
+        examples = load_examples(settings.queries)
+
+    def model_line(embedder: str, reranker: str, note: str | None = None) -> str:
+        parts = [f"Embedder <code>{html.escape(embedder)}</code>", f"reranker <code>{html.escape(reranker)}</code>"]
+        problems = []
+        for kind, name in (("embedder", embedder), ("reranker", reranker)):
+            try:
+                state.check_usable(kind, name)
+            except MMEmbedError as exc:
+                problems.append(html.escape(str(exc)))
+        problems += [html.escape(note)] if note else []
+        extra = "".join(f'<br><span class="mm-warn">{p}</span>' for p in problems)
+        return f'<div class="mm-status">{" · ".join(parts)}{extra}</div>'
+
+    def outputs_for(session: dict[str, Any], first: bool) -> tuple[Any, ...]:
+        payload = session["payload"]
+        target = payload["query"]["target_label"]
+        frame = mix_frame(payload)
+        plot = gr.BarPlot(value=frame, sort=stage_order(frame))
+        second = (
+            render_column(None, target, placeholder="Reranking…", stage_id="reranked")
+            if first
+            else render_column(payload["reranked"], target, placeholder=SECOND_PLACEHOLDER, stage_id="reranked")
+        )
+        exported = h.export_json(session)
+        return (
+            session,
+            render_column(payload["first_stage"], target, placeholder=FIRST_PLACEHOLDER, stage_id="first"),
+            second,
+            plot,
+            render_bias_summary(payload),
+            render_status(payload),
+            gr.Dropdown(choices=h.result_choices(session), value=None),
+            h.public_payload(payload),
+            gr.DownloadButton(value=str(exported), interactive=True),
+        )
+
+    def run_first(text, image, target, mode, top_k, embedder, depth, progress=gr.Progress()):  # noqa: B008
+        try:
+            request = h.parse_request(text, image, target, mode, top_k, embedder, depth, state=state)
+            session = h.first_stage(state, request, _progress_fn(progress))
+        except MMEmbedError as exc:
+            raise _user_error(exc) from exc
+        for note in session["payload"]["notes"]:
+            gr.Warning(html.escape(note))
+        return outputs_for(session, first=True)
+
+    def run_second(session, rerank_on, reranker, progress=gr.Progress()):  # noqa: B008
+        if not session:
+            raise gr.Error("Run a search first.")
+        return outputs_for(h.second_stage(state, session, reranker, bool(rerank_on), _progress_fn(progress)), False)
+
+    def run_api(text, image, target, mode, top_k, rerank_on, embedder, reranker, depth, progress=gr.Progress()):  # noqa: B008
+        try:
+            return h.search(state, text, image, target, mode, top_k, bool(rerank_on), embedder, reranker, depth,
+                            _progress_fn(progress))
+        except MMEmbedError as exc:
+            raise _user_error(exc) from exc
+
+    def show_details(session, item_id):
+        try:
+            details = h.item_details(state, session, item_id)
+        except MMEmbedError as exc:
+            raise _user_error(exc) from exc
+        picture = None
+        if details and details.get("image_path"):
+            from mmembed.images import ImageLoadError, load_image
+
+            try:
+                picture = load_image(details["image_path"], max_side=1024)
+            except ImageLoadError as exc:
+                gr.Warning(html.escape(str(exc)))
+        return render_details(details), gr.Image(value=picture, visible=picture is not None)
+
+    with gr.Blocks(title="mmembed · multimodal retrieval with MLLMs") as demo:
+        gr.HTML(HEADER)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                text = gr.Textbox(label="Text query", placeholder="e.g. a red apple on a table", lines=2,
+                                  max_lines=6, max_length=h.MAX_QUERY_CHARS, elem_id="query-text")
+                image = query_image_component(label="Image query (optional: upload, paste or webcam)",
+                                              type="filepath", sources=["upload", "clipboard", "webcam"],
+                                              height=210, elem_id="query-image")
+            with gr.Column(scale=2):
+                target = gr.Radio(list(h.TARGETS), value="image", label="Retrieve (target modality)",
+                                  elem_id="target")
+                mode = gr.Radio([("natural: rank the whole pool", "natural"),
+                                 ("filtered: only the target modality", "filtered")],
+                                value="natural", label="Mode", elem_id="mode")
+                top_k = gr.Slider(1, h.MAX_TOP_K, value=settings.top_k, step=1, label="top-k", elem_id="top-k")
+                rerank_on = gr.Checkbox(value=True, label="Rerank with an MLLM", elem_id="rerank-on")
+                with gr.Accordion("Models", open=False):
+                    embedder = gr.Dropdown([(c.label, c.name) for c in state.embedder_choices()],
+                                           value=default_embedder, label="Embedder (first stage)",
+                                           elem_id="embedder")
+                    reranker = gr.Dropdown([(c.label, c.name) for c in state.reranker_choices()],
+                                           value=state.default_reranker(), label="Reranker (second stage)",
+                                           elem_id="reranker")
+                    depth = gr.Slider(1, h.MAX_TOP_K, value=settings.rerank_top_k, step=1,
+                                      label="Candidates to rerank (at least top-k)", elem_id="depth")
+                search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+        status = gr.HTML(model_line(default_embedder, state.default_reranker(), startup_note), elem_id="status")
+        example_box = gr.Examples([e.row() for e in examples], inputs=[text, image, target, mode],
+                                  example_labels=[e.label for e in examples], label="Examples (one per query type)",
+                                  examples_per_page=8)
+        with gr.Row(equal_height=False):
+            with gr.Column():
+                gr.HTML('<h3 class="mm-coltitle">① First-stage retrieval</h3>')
+                first_html = gr.HTML(render_column(None, "", placeholder=FIRST_PLACEHOLDER, stage_id="first"),
+                                     elem_id="first-stage")
+            with gr.Column():
+                gr.HTML('<h3 class="mm-coltitle">② After MLLM reranking</h3>')
+                second_html = gr.HTML(render_column(None, "", placeholder=SECOND_PLACEHOLDER, stage_id="reranked"),
+                                      elem_id="reranked")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                plot = gr.BarPlot(mix_frame(None), x="stage", y="percent", color="modality", color_map=COLORS,
+                                  y_lim=[0, 100], y_title="% of the top-k", x_title="", height=300,
+                                  title="Modality mix", label="Modality mix", elem_id="mix-plot")
+            with gr.Column(scale=2):
+                bias_html = gr.HTML(elem_id="bias-summary")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                pick = gr.Dropdown([], label="Inspect a result", elem_id="inspect")
+                details_html = gr.HTML(render_details(None), elem_id="details")
+            with gr.Column(scale=2):
+                detail_image = gr.Image(label="Full image", type="pil", interactive=False, visible=False,
+                                        elem_id="detail-image")
+        with gr.Row():
+            download = gr.DownloadButton("Export results (JSON)", value=None, interactive=False,
+                                         elem_id="export")
+        with gr.Accordion("JSON: the object the `search` API returns", open=False):
+            json_view = gr.JSON(elem_id="json-view")
+        session = gr.State(None)
+        api_button = gr.Button(visible=False)
+        api_json = gr.JSON(visible=False)
+
+        search_inputs = [text, image, target, mode, top_k, embedder, depth]
+        stage_outputs = [session, first_html, second_html, plot, bias_html, status, pick, json_view, download]
+        heavy = {"concurrency_id": "model", "concurrency_limit": 1}  # one model call at a time on a CPU box
+
+        def wire(first_event: Any, suffix: str) -> None:
+            first_event.success(run_second, [session, rerank_on, reranker], stage_outputs,
+                                api_name=f"rerank{suffix}", show_progress_on=[second_html], **heavy)
+
+        wire(gr.on([search_btn.click, text.submit], run_first, search_inputs, stage_outputs,
+                   api_name="first_stage", show_progress_on=[first_html], **heavy), "")
+        wire(example_box.load_input_event.then(run_first, search_inputs, stage_outputs, api_name="example_first_stage",
+                                               show_progress_on=[first_html], **heavy), "_example")
+        api_button.click(run_api, [text, image, target, mode, top_k, rerank_on, embedder, reranker, depth], api_json,
+                         api_name="search", **heavy)
+        pick.change(show_details, [session, pick], [details_html, detail_image], api_name="details")
+        gr.on([embedder.change, reranker.change], lambda e, r: model_line(e, r), [embedder, reranker], status,
+              api_name="model_status")
+    demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
+    return demo
+
+
+def launch_options(state: DemoState) -> dict[str, Any]:
+    """What `Blocks.launch` needs besides host/port: theme, CSS, the served folders, the upload cap."""
+    return {"theme": make_theme(), "css": CSS, "allowed_paths": state.allowed_paths(), "max_file_size": MAX_UPLOAD}
+
+
+def launch(state: DemoState | None = None, **kwargs: Any) -> Callable[..., Any] | Any:
+    """Build and launch the demo (what app.py calls)."""
+    state = state or DemoState()
+    demo = build_demo(state)
+    return demo.launch(**{**launch_options(state), **kwargs})

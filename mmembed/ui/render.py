@@ -1,0 +1,185 @@
+"""HTML for the demo's result columns, summaries and detail view. Every corpus or user string is escaped.
+
+Renderers take the plain payload dicts built by `mmembed.ui.handlers` (the same data the API returns),
+so what the page shows and what `gradio_client` gets cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mmembed.types import Modality
+
+THUMB_SIDE = 160
+SNIPPET_CHARS = 220
+
+
+def esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+@lru_cache(maxsize=4096)
+def thumbnail_data_uri(path: str) -> str | None:
+    """A small JPEG of the image at `path` as a data: URI (None if it cannot be read).
+
+    Inline thumbnails keep the columns self-contained: nothing but the corpus folder is ever served,
+    and a corpus image that went missing shows as a placeholder instead of a broken link.
+    """
+    from mmembed.images import ImageLoadError, load_image
+
+    try:
+        image = load_image(path, max_side=THUMB_SIDE)
+    except ImageLoadError:
+        return None
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=82)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def modality_badge(modality: str) -> str:
+    label = Modality.parse(modality).label
+    css = {"text": "text", "image": "image", "image+text": "both"}[label]
+    return f'<span class="mm-badge mm-badge-{css}">{esc(label)}</span>'
+
+
+def _movement(hit: Mapping[str, Any]) -> str:
+    label = hit.get("movement_label")
+    if not label:
+        return ""
+    kind = "new" if label == "new" else "up" if label.startswith("↑") else "down" if label.startswith("↓") else "same"
+    was = hit.get("first_stage_rank")
+    title = f"was #{was} in the first stage" if was else "not in the first stage's top-k"
+    return f'<span class="mm-move mm-move-{kind}" title="{esc(title)}">{esc(label)}</span>'
+
+
+def render_card(hit: Mapping[str, Any], target_label: str) -> str:
+    match = bool(hit.get("matches_target"))
+    verdict = (
+        f'<span class="mm-verdict mm-ok" title="matches the requested modality">✓ {esc(target_label)}</span>'
+        if match
+        else f'<span class="mm-verdict mm-wrong" title="not the requested modality">✗ not {esc(target_label)}</span>'
+    )
+    thumb = ""
+    if hit.get("image_file"):
+        uri = thumbnail_data_uri(hit["image_file"])
+        thumb = (
+            f'<img class="mm-thumb" src="{uri}" alt="{esc(hit["id"])}">'
+            if uri
+            else '<div class="mm-thumb mm-thumb-missing">image unavailable</div>'
+        )
+    text = f'<div class="mm-text">{esc(hit["text"])}</div>' if hit.get("text") else ""
+    return (
+        f'<div class="mm-card {"mm-match" if match else "mm-miss"}" data-id="{esc(hit["id"])}" '
+        f'data-modality="{esc(hit["modality"])}">'
+        f'<div class="mm-rank">#{int(hit["rank"])}{_movement(hit)}</div>'
+        f"{thumb}"
+        f'<div class="mm-body"><div class="mm-meta">{modality_badge(hit["modality"])}{verdict}'
+        f'<span class="mm-score" title="score">{float(hit["score"]):.3f}</span></div>'
+        f'<div class="mm-id">{esc(hit["id"])}</div>{text}</div></div>'
+    )
+
+
+def render_column(stage: Mapping[str, Any] | None, target_label: str, *, placeholder: str, stage_id: str) -> str:
+    """One ranked column; `stage` None (or without hits) shows `placeholder` or the stage's message."""
+    if stage is None:
+        return f'<div class="mm-col mm-empty" id="mm-{stage_id}">{esc(placeholder)}</div>'
+    message = stage.get("message")
+    hits: Sequence[Mapping[str, Any]] = stage.get("hits") or []
+    note = f'<div class="mm-note mm-note-{esc(stage.get("status", "done"))}">{esc(message)}</div>' if message else ""
+    if not hits:
+        body = note or f'<div class="mm-empty-text">{esc(placeholder)}</div>'
+        return f'<div class="mm-col mm-empty" id="mm-{stage_id}">{body}</div>'
+    rate = stage.get("wrong_modality_rate")
+    header = ""
+    if rate is not None:
+        wrong = sum(not hit["matches_target"] for hit in hits)
+        header = (
+            f'<div class="mm-colhead"><b>{wrong}/{len(hits)}</b> not {esc(target_label)} '
+            f'<span class="mm-rate">({rate:.0%} wrong modality)</span></div>'
+        )
+    cards = "".join(render_card(hit, target_label) for hit in hits)
+    return f'<div class="mm-col" id="mm-{stage_id}">{note}{header}{cards}</div>'
+
+
+def render_status(payload: Mapping[str, Any] | None, model_note: str = "") -> str:
+    """The line under the inputs: which models ran, the instruction used, notes such as truncation."""
+    if payload is None:
+        return f'<div class="mm-status">{esc(model_note)}</div>' if model_note else ""
+    query = payload["query"]
+    embedder = payload["embedder"]
+    parts = [
+        f"<b>{esc(query['modality_label'])} → {esc(query['target_label'])}</b>",
+        f"{esc(query['mode'])} mode",
+        f"top-{int(query['top_k'])}",
+        f"embedder <code>{esc(embedder['name'])}</code>",
+    ]
+    reranked = payload.get("reranked") or {}
+    if reranked.get("reranker"):
+        parts.append(f"reranker <code>{esc(reranked['reranker'])}</code>")
+    timings = payload.get("timings_ms", {})
+    if timings:
+        parts.append(" · ".join(f"{esc(k.replace('_', ' '))} {v:.0f} ms" for k, v in timings.items()))
+    lines = [" · ".join(parts)]
+    if embedder.get("note"):
+        lines.append(f'<span class="mm-warn">{esc(embedder["note"])}</span>')
+    if payload.get("instruction"):
+        lines.append(f"instruction: <i>{esc(payload['instruction'])}</i>")
+    lines.extend(f'<span class="mm-warn">{esc(note)}</span>' for note in payload.get("notes", []))
+    return '<div class="mm-status">' + "<br>".join(lines) + "</div>"
+
+
+def render_bias_summary(payload: Mapping[str, Any] | None) -> str:
+    """Wrong-modality rate per stage in words, next to the plot."""
+    if payload is None:
+        return ""
+    target = payload["query"]["target_label"]
+    rows = []
+    for key, title in (("first_stage", "First stage"), ("reranked", "After reranking")):
+        stage = payload.get(key) or {}
+        rate = stage.get("wrong_modality_rate")
+        if rate is None:
+            rows.append(f'<div class="mm-rate-row"><span>{title}</span><span class="mm-muted">—</span></div>')
+            continue
+        level = "bad" if rate >= 0.5 else "warn" if rate > 0 else "good"
+        rows.append(
+            f'<div class="mm-rate-row"><span>{title}</span>'
+            f'<span class="mm-rate-bar"><span class="mm-rate-fill mm-{level}" style="width:{rate * 100:.0f}%"></span>'
+            f'</span><b class="mm-{level}-text">{rate:.0%}</b></div>'
+        )
+    pool = payload.get("pool", {})
+    pool_share = next((row["pool_share"] for row in pool.get("mix", []) if row["label"] == target), None)
+    pool_line = (
+        f'<div class="mm-muted">The pool is {pool_share:.0%} {esc(target)} ({int(pool.get("size", 0))} items): '
+        f"a retriever with no modality preference would return about that share.</div>"
+        if pool_share is not None
+        else ""
+    )
+    return (
+        f'<div class="mm-bias"><div class="mm-bias-title">Wrong-modality rate (asked for '
+        f"<b>{esc(target)}</b>)</div>{''.join(rows)}{pool_line}</div>"
+    )
+
+
+def render_details(item: Mapping[str, Any] | None) -> str:
+    """Everything known about one result: full text, id, attribution and both stages' scores."""
+    if item is None:
+        return '<div class="mm-details mm-muted">Pick a result to see its details.</div>'
+    meta = item.get("meta") or {}
+    rows = [("id", item["id"]), ("modality", Modality.parse(item["modality"]).label)]
+    for key in ("source", "license", "credit", "topic", "title", "url"):
+        if meta.get(key):
+            rows.append((key, meta[key]))
+    for key, title in (("first_stage", "first stage"), ("reranked", "after reranking")):
+        stage = item.get(key)
+        rows.append((title, f"#{stage['rank']} · score {stage['score']:.4f}" if stage else "not in its top-k"))
+    if item.get("image_path"):
+        rows.append(("image file", Path(item["image_path"]).name))
+    table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    text = f'<div class="mm-fulltext">{esc(item["text"])}</div>' if item.get("text") else ""
+    return f'<div class="mm-details"><table>{table}</table>{text}</div>'

@@ -1,0 +1,191 @@
+"""Resources the demo shares between all visitors, created lazily on first use and then kept.
+
+Nothing heavy runs at import or while the page is built: the corpus, each embedder's index and each
+reranker load on the first query that needs them (with progress shown), so the server itself starts
+in seconds. Tests inject fakes through `DemoState(corpus=..., embedders=..., rerankers=...)`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmembed.config import ASSETS_DIR, Settings
+from mmembed.progress import ProgressFn, report
+from mmembed.types import MMEmbedError
+
+if TYPE_CHECKING:
+    from mmembed.corpus import Corpus
+    from mmembed.embedders.base import Embedder
+    from mmembed.rerankers.base import Reranker
+    from mmembed.retriever import Retriever
+
+
+class BackendNotUsable(MMEmbedError):
+    """A backend the visitor picked that cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """One dropdown entry: the backend's name, what the visitor reads, and why it is disabled (if it is)."""
+
+    name: str
+    reason: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.reason is None else f"{self.name} — {self.reason}"
+
+
+class ResultCache:
+    """A small thread-safe LRU of finished results: repeated queries (examples above all) answer at once."""
+
+    def __init__(self, size: int = 128) -> None:
+        self.size = size
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any | None:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+            return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+class DemoState:
+    """Corpus, retrievers (one per embedder) and rerankers, built once and shared by every session."""
+
+    def __init__(self, settings: Settings | None = None, *, corpus: Corpus | None = None,
+                 embedders: Mapping[str, Embedder] | None = None,
+                 rerankers: Mapping[str, Reranker] | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._corpus = corpus
+        self._injected_embedders = dict(embedders) if embedders is not None else None
+        self._injected_rerankers = dict(rerankers) if rerankers is not None else None
+        self._retrievers: dict[str, tuple[Retriever, str | None]] = {}
+        self._rerankers: dict[str, Reranker] = {}
+        self._lock = threading.RLock()  # one model load at a time: two would only fight for 2 cores
+        self.results = ResultCache()
+
+    # --- what can be chosen ---------------------------------------------------------------------------
+
+    def embedder_choices(self) -> list[BackendChoice]:
+        if self._injected_embedders is not None:
+            return [BackendChoice(name) for name in self._injected_embedders]
+        from mmembed.embedders import EMBEDDERS
+
+        return [BackendChoice(name, _reason(EMBEDDERS, name, self.settings.device)) for name in EMBEDDERS.names()]
+
+    def reranker_choices(self) -> list[BackendChoice]:
+        if self._injected_rerankers is not None:
+            return [BackendChoice(name) for name in self._injected_rerankers]
+        from mmembed.rerankers import RERANKERS
+
+        return [BackendChoice(name, _reason(RERANKERS, name, self.settings.device)) for name in RERANKERS.names()]
+
+    def default_embedder(self) -> tuple[str, str | None]:
+        """The embedder the page starts with, and why, when it is not the configured one."""
+        choices = {choice.name: choice for choice in self.embedder_choices()}
+        wanted = self.settings.embedder
+        if wanted in choices and choices[wanted].reason is None:
+            return wanted, None
+        fallback = self.settings.fallback_embedder
+        if fallback in choices and choices[fallback].reason is None:
+            why = choices[wanted].reason if wanted in choices else "not registered"
+            return fallback, (f"Using the offline model '{fallback}' because the configured embedder "
+                              f"'{wanted}' is unavailable here ({why}).")
+        usable = [name for name, choice in choices.items() if choice.reason is None]
+        if not usable:
+            raise BackendNotUsable("no embedder can run here; see `python -m mmembed prefetch --help`")
+        return usable[0], f"Using '{usable[0]}': neither '{wanted}' nor '{fallback}' is available here."
+
+    def default_reranker(self) -> str:
+        choices = self.reranker_choices()
+        names = [choice.name for choice in choices]
+        if self.settings.reranker in names:
+            return self.settings.reranker
+        return names[0] if names else ""
+
+    def check_usable(self, kind: str, name: str) -> None:
+        """Raise BackendNotUsable (with the reason) for an unknown or unavailable backend."""
+        choices = self.embedder_choices() if kind == "embedder" else self.reranker_choices()
+        found = {choice.name: choice for choice in choices}
+        if name not in found:
+            raise BackendNotUsable(f"unknown {kind} {name!r}; choose one of: {', '.join(found)}")
+        if found[name].reason is not None:
+            raise BackendNotUsable(f"The {kind} '{name}' can't be used here: {found[name].reason}. "
+                                   f"Pick another one from the list.")
+
+    # --- lazily loaded resources ---------------------------------------------------------------------
+
+    @property
+    def corpus(self) -> Corpus:
+        if self._corpus is None:
+            with self._lock:
+                if self._corpus is None:
+                    from mmembed.corpus import load_corpus
+
+                    self._corpus = load_corpus(self.settings.corpus)
+        return self._corpus
+
+    def corpus_root(self) -> Path:
+        """The folder whose files the page may serve (the corpus images and nothing above them)."""
+        if self._corpus is not None and self._corpus.root is not None:
+            return Path(self._corpus.root)
+        path = Path(self.settings.corpus)
+        return path if path.is_dir() else path.parent
+
+    def allowed_paths(self) -> list[str]:
+        return [str(self.corpus_root().resolve()), str(ASSETS_DIR.resolve())]
+
+    def retriever(self, name: str, progress: ProgressFn | None = None) -> tuple[Retriever, str | None]:
+        """The retriever for embedder `name` (index built or loaded from cache once) and the fallback note."""
+        with self._lock:
+            if name not in self._retrievers:
+                from mmembed.retriever import Retriever, load_embedder_with_fallback
+
+                report(progress, 0, 3, f"loading the corpus ({self.settings.corpus.name})")
+                corpus = self.corpus
+                report(progress, 1, 3, f"loading embedder {name}")
+                if self._injected_embedders is not None:
+                    embedder, note = self._injected_embedders[name], None
+                else:
+                    embedder, note = load_embedder_with_fallback(self.settings, name)
+                report(progress, 2, 3, "indexing the corpus (cached on disk after the first run)")
+                retriever = Retriever(corpus, embedder, cache_dir=self.settings.cache_dir,
+                                      index_type=self.settings.index_type)
+                retriever.ensure_index(progress)
+                self._retrievers[name] = (retriever, note)
+            return self._retrievers[name]
+
+    def reranker(self, name: str, progress: ProgressFn | None = None) -> Reranker:
+        with self._lock:
+            if name not in self._rerankers:
+                if self._injected_rerankers is not None:
+                    self._rerankers[name] = self._injected_rerankers[name]
+                else:
+                    from mmembed.rerankers import RERANKERS
+
+                    report(progress, 0, 1, f"loading reranker {name}")
+                    self._rerankers[name] = RERANKERS.get(name, device=self.settings.device)
+            return self._rerankers[name]
+
+
+def _reason(registry: Any, name: str, device: str) -> str | None:
+    try:
+        return registry.unavailable_reason(name, device=device)
+    except Exception as exc:  # a broken cache entry must not take the whole dropdown down
+        return f"unavailable ({type(exc).__name__})"
+

@@ -1,0 +1,75 @@
+"""Look of the demo: Gradio theme, CSS for the result cards, and the page header."""
+
+from __future__ import annotations
+
+from typing import Any
+
+HEADER = """
+<div class="mm-header">
+  <h1>mmembed <span>universal multimodal retrieval with multimodal LLMs</span></h1>
+  <p>Ask for an <b>image</b>, a <b>text</b> or <b>both</b>. A universal retriever ranks a mixed pool of all three;
+  its first stage often returns the wrong modality (<i>modality bias</i>: texts crowd out the images you asked
+  for). An MLLM reranker then re-scores the candidates. Compare the two columns and the modality mix below.
+  After <a href="https://arxiv.org/abs/2411.02571" target="_blank" rel="noopener">MM-Embed</a> (NVIDIA, 2024).</p>
+</div>
+"""
+
+CSS = """
+.mm-header h1 { font-size: 1.6rem; margin: 0 0 .2rem 0; }
+.mm-header h1 span { font-weight: 400; font-size: 1rem; color: var(--body-text-color-subdued); margin-left: .4rem; }
+.mm-header p { margin: 0; color: var(--body-text-color-subdued); max-width: 70rem; }
+.mm-coltitle { margin: .2rem 0 .4rem 0; font-size: 1.1rem; }
+.mm-status { font-size: .85rem; color: var(--body-text-color-subdued); line-height: 1.5; }
+.mm-warn { color: #b45309; }
+.mm-col { display: flex; flex-direction: column; gap: .45rem; }
+.mm-empty { min-height: 6rem; border: 1px dashed var(--border-color-primary); border-radius: 10px;
+  align-items: center; justify-content: center; color: var(--body-text-color-subdued); padding: 1rem; }
+.mm-colhead { font-size: .85rem; color: var(--body-text-color-subdued); }
+.mm-note { font-size: .9rem; padding: .6rem .8rem; border-radius: 8px; background: var(--background-fill-secondary); }
+.mm-note-error, .mm-note-unavailable { border-left: 4px solid #b45309; }
+.mm-card { display: flex; gap: .7rem; align-items: flex-start; padding: .5rem .6rem; border-radius: 10px;
+  border: 1px solid var(--border-color-primary); background: var(--block-background-fill); }
+.mm-card.mm-match { border-left: 5px solid #16a34a; }
+.mm-card.mm-miss { border-left: 5px dashed #dc2626; opacity: .72; }
+.mm-rank { min-width: 2.6rem; font-weight: 700; font-size: 1.05rem; display: flex; flex-direction: column;
+  align-items: center; gap: .2rem; }
+.mm-move { font-size: .75rem; font-weight: 700; padding: 0 .35rem; border-radius: 6px; }
+.mm-move-up { color: #15803d; background: #dcfce7; }
+.mm-move-down { color: #b91c1c; background: #fee2e2; }
+.mm-move-same { color: #475569; background: #e2e8f0; }
+.mm-move-new { color: #6d28d9; background: #ede9fe; }
+.mm-thumb { width: 84px; height: 84px; object-fit: cover; border-radius: 8px; flex: none; }
+.mm-thumb-missing { display: flex; align-items: center; justify-content: center; font-size: .7rem;
+  background: var(--background-fill-secondary); text-align: center; }
+.mm-body { min-width: 0; flex: 1; }
+.mm-meta { display: flex; flex-wrap: wrap; gap: .35rem; align-items: center; font-size: .8rem; }
+.mm-badge { padding: .05rem .45rem; border-radius: 999px; color: white; font-weight: 600; }
+.mm-badge-image { background: #2563eb; }
+.mm-badge-text { background: #d97706; }
+.mm-badge-both { background: #059669; }
+.mm-verdict { font-weight: 600; }
+.mm-ok { color: #15803d; }
+.mm-wrong { color: #b91c1c; }
+.mm-score { margin-left: auto; font-family: var(--font-mono); color: var(--body-text-color-subdued); }
+.mm-id { font-family: var(--font-mono); font-size: .72rem; color: var(--body-text-color-subdued); }
+.mm-text { font-size: .88rem; line-height: 1.35; overflow-wrap: anywhere; }
+.mm-bias { display: flex; flex-direction: column; gap: .5rem; padding: .4rem; }
+.mm-bias-title { font-weight: 600; }
+.mm-rate-row { display: grid; grid-template-columns: 8.5rem 1fr 3rem; align-items: center; gap: .5rem; }
+.mm-rate-bar { height: .7rem; border-radius: 999px; background: var(--background-fill-secondary); overflow: hidden; }
+.mm-rate-fill { display: block; height: 100%; }
+.mm-rate-fill.mm-bad { background: #dc2626; }
+.mm-rate-fill.mm-good { background: #16a34a; }
+.mm-rate-fill.mm-warn { background: #f59e0b; }
+.mm-bad-text { color: #b91c1c; } .mm-warn-text { color: #b45309; } .mm-good-text { color: #15803d; }
+.mm-muted { color: var(--body-text-color-subdued); font-size: .85rem; }
+.mm-details table { border-collapse: collapse; font-size: .88rem; }
+.mm-details th { text-align: left; padding: .15rem .8rem .15rem 0; color: var(--body-text-color-subdued); }
+.mm-fulltext { margin-top: .6rem; white-space: pre-wrap; font-size: .92rem; }
+"""
+
+
+def make_theme() -> Any:
+    import gradio as gr
+
+    return gr.themes.Soft(primary_hue="indigo", neutral_hue="slate")

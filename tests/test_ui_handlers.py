@@ -1,0 +1,214 @@
+"""The demo's event functions, called directly with the keyword fake embedder and fake rerankers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakes import KeywordEmbedder
+from ui_helpers import VOCAB, TargetAwareReranker, make_state
+
+from mmembed.config import Settings
+from mmembed.corpus import load_mbeir_jsonl
+from mmembed.ui import handlers as h
+from mmembed.ui.examples import load_examples
+from mmembed.ui.plot import mix_frame, stage_order
+from mmembed.ui.render import render_bias_summary, render_column, render_details
+from mmembed.ui.state import BackendNotUsable, DemoState
+
+
+@pytest.fixture
+def state(tmp_path):
+    state = make_state(tmp_path)
+    state._injected_rerankers["target-aware"] = TargetAwareReranker()
+    return state
+
+
+def ids(stage):
+    return [hit["id"] for hit in stage["hits"]]
+
+
+def test_first_stage_shows_modality_bias(state):
+    out = h.search(state, "cat", None, "image", "natural", 4, False, "keyword", "fake-reranker")
+    first = out["first_stage"]
+    # text_bias pulls the cat texts above the cat image that was asked for
+    assert ids(first) == ["t-cat", "it-cat", "t-cat-mat", "i-cat"]
+    assert [hit["rank"] for hit in first["hits"]] == [1, 2, 3, 4]
+    assert [hit["matches_target"] for hit in first["hits"]] == [False, False, False, True]
+    assert first["wrong_modality_rate"] == pytest.approx(0.75)
+    mix = {row["label"]: row for row in first["modality_mix"]}
+    assert mix["text"]["count"] == 2 and mix["text"]["share"] == pytest.approx(0.5)
+    assert mix["image"]["share"] == pytest.approx(0.25) and mix["image+text"]["share"] == pytest.approx(0.25)
+    assert mix["text"]["pool_share"] == pytest.approx(0.4)
+    assert mix["text"]["skew"] == pytest.approx(0.5 / 0.4)
+    assert out["query"] == {"text": "cat", "image": None, "modality": "text", "modality_label": "text",
+                            "target": "image", "target_label": "image", "mode": "natural", "top_k": 4,
+                            "rerank_depth": 4}
+    assert out["embedder"] == {"requested": "keyword", "name": "keyword", "note": None}
+    assert out["reranked"]["status"] == "off"
+    assert "Reranking is off" in out["reranked"]["message"]
+    hit = first["hits"][3]
+    assert hit["image"] == "images/cat.png" and hit["image_file"].endswith("images/cat.png")
+
+
+def test_reranking_moves_items_and_lowers_the_wrong_modality_rate(state):
+    out = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", depth=6)
+    reranked = out["reranked"]
+    assert reranked["status"] == "done" and reranked["reranker"] == "target-aware"
+    assert ids(reranked) == ["i-cat", "i-cat-mat", "t-cat", "it-cat"]
+    assert [hit["movement_label"] for hit in reranked["hits"]] == ["↑3", "new", "↓2", "↓2"]
+    assert [hit["first_stage_rank"] for hit in reranked["hits"]] == [4, 5, 1, 2]
+    assert [hit["movement"] for hit in reranked["hits"]] == [3, 3, -2, -2]
+    assert reranked["hits"][0]["first_stage_score"] == pytest.approx(out["first_stage"]["hits"][3]["score"])
+    assert out["first_stage"]["wrong_modality_rate"] == pytest.approx(0.75)
+    assert reranked["wrong_modality_rate"] == pytest.approx(0.5)
+    assert set(out["timings_ms"]) == {"first_stage", "rerank"}
+
+
+def test_fake_reranker_keeps_tied_order(state):
+    out = h.search(state, "cat mat", None, "image", "natural", 3, True, "keyword", "fake-reranker", depth=3)
+    assert ids(out["first_stage"]) == ["t-cat-mat", "i-cat-mat", "t-cat"]
+    assert ids(out["reranked"]) == ["t-cat-mat", "i-cat-mat", "t-cat"]
+    assert [hit["score"] for hit in out["reranked"]["hits"]] == [1.0, 1.0, 0.5]
+    assert [hit["movement_label"] for hit in out["reranked"]["hits"]] == ["=", "=", "="]
+
+
+def test_filtered_mode_returns_only_the_target(state):
+    out = h.search(state, "cat", None, "image", "filtered", 2, False, "keyword", "fake-reranker")
+    assert ids(out["first_stage"]) == ["i-cat", "i-cat-mat"]  # natural mode ranks two cat texts first
+    assert {hit["modality"] for hit in out["first_stage"]["hits"]} == {"image"}
+    assert out["first_stage"]["wrong_modality_rate"] == 0.0
+
+
+def test_unavailable_reranker_explains_and_first_stage_still_works(tmp_path):
+    corpus_path = make_state(tmp_path).settings.corpus
+    settings = Settings(corpus=corpus_path, cache_dir=tmp_path / "cache", embedder="keyword")
+    state = DemoState(settings, corpus=load_mbeir_jsonl(corpus_path),
+                      embedders={"keyword": KeywordEmbedder(VOCAB, text_bias=0.8)})  # real reranker registry
+    out = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "smolvlm-256m")
+    assert ids(out["first_stage"]) == ["t-cat", "it-cat", "t-cat-mat", "i-cat"]
+    assert out["reranked"]["status"] == "unavailable"
+    assert out["reranked"]["hits"] == []
+    assert "smolvlm-256m" in out["reranked"]["message"]
+    assert "weights not downloaded" in out["reranked"]["message"]
+    assert "prefetch --reranker smolvlm-256m" in out["reranked"]["message"]
+
+
+def test_a_failing_reranker_does_not_break_the_query(state):
+    class Broken:
+        name = "broken"
+
+        def score(self, query, items, *, progress=None):
+            raise RuntimeError("out of memory")
+
+    state._injected_rerankers["broken"] = Broken()
+    out = h.search(state, "cat", None, "image", "natural", 2, True, "keyword", "broken")
+    assert ids(out["first_stage"]) == ["t-cat", "it-cat"]
+    assert out["reranked"]["status"] == "error"
+    assert out["reranked"]["message"].startswith("Reranker 'broken' could not run: out of memory")
+
+
+def test_repeated_queries_are_served_from_the_result_cache(state):
+    embedder = state._injected_embedders["keyword"]
+    first = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
+    calls = dict(embedder.calls)
+    again = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
+    assert embedder.calls == calls  # neither the query nor the corpus was embedded again
+    assert again["reranked"]["hits"] == first["reranked"]["hits"]
+    other = h.search(state, "dog", None, "image", "natural", 4, False, "keyword", "target-aware")
+    assert embedder.calls["queries"] == calls["queries"] + 1
+    assert other["first_stage"]["hits"][0]["id"] == "t-dog"
+
+
+def test_details_show_attribution_and_both_stages(state):
+    request = h.parse_request("cat", None, "image", "natural", 4, "keyword", 6, state=state)
+    session = h.second_stage(state, h.first_stage(state, request), "target-aware", True)
+    details = h.item_details(state, session, "i-cat")
+    assert details["meta"] == {"source": "test:cat", "license": "CC0", "credit": "Test Author"}
+    assert details["first_stage"]["rank"] == 4 and details["reranked"]["rank"] == 1
+    assert details["image_path"].endswith("cat.png")
+    html = render_details(details)
+    assert "Test Author" in html and "CC0" in html and "#4 · score" in html and "#1 · score" in html
+    assert h.result_choices(session)[-1] == ("new #2 i-cat-mat (image)", "i-cat-mat")
+    assert h.item_details(state, session, None) is None
+    with pytest.raises(h.UserInputError, match="No result 'nope'"):
+        h.item_details(state, session, "nope")
+
+
+def test_export_writes_the_same_json_the_api_returns(state, tmp_path):
+    with pytest.raises(h.UserInputError, match="Run a search first"):
+        h.export_json(None)
+    request = h.parse_request("cat", None, "image", "natural", 4, "keyword", 6, state=state)
+    session = h.second_stage(state, h.first_stage(state, request), "target-aware", True)
+    path = h.export_json(session, tmp_path / "export")
+    exported = json.loads(path.read_text(encoding="utf-8"))
+    assert exported == h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
+    assert exported["reranked"]["hits"][0]["movement_label"] == "↑3"
+    assert not list((tmp_path / "export").glob("*.tmp"))
+
+
+def test_rendered_columns_escape_text_and_mark_modality(state):
+    out = h.search(state, "cat mat", None, "image", "natural", 3, True, "keyword", "target-aware", 6)
+    first = render_column(out["first_stage"], "image", placeholder="-", stage_id="first")
+    assert "&lt;b&gt;mat&lt;/b&gt; &amp; purred" in first and "<b>mat</b>" not in first
+    assert first.count('class="mm-card mm-miss"') == 2 and first.count('class="mm-card mm-match"') == 1
+    assert "2/3</b> not image" in first and "(67% wrong modality)" in first
+    assert 'src="data:image/jpeg;base64,' in first  # inline thumbnails: no file route needed
+    second = render_column(out["reranked"], "image", placeholder="-", stage_id="reranked")
+    assert "mm-move-up" in second and "↑" in second
+    empty = render_column({"status": "unavailable", "message": "weights <missing>", "hits": []}, "image",
+                          placeholder="-", stage_id="reranked")
+    assert "weights &lt;missing&gt;" in empty
+    summary = render_bias_summary(out)
+    assert "67%" in summary and "The pool is 40% image" in summary
+
+
+def test_plot_frame_has_target_pool_and_both_stages(state):
+    out = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
+    frame = mix_frame(out)
+    assert stage_order(frame) == ["Asked for", "Corpus pool", "First stage (75% wrong)", "After reranking (50% wrong)"]
+    table = {(row.stage, row.modality): row.percent for row in frame.itertuples()}
+    assert table[("Asked for", "image")] == 100.0 and table[("Asked for", "text")] == 0.0
+    assert table[("Corpus pool", "image+text")] == pytest.approx(20.0)
+    assert table[("First stage (75% wrong)", "text")] == pytest.approx(50.0)
+    assert table[("After reranking (50% wrong)", "image")] == pytest.approx(50.0)
+    assert mix_frame(None).empty
+
+
+def test_registry_state_falls_back_to_the_offline_model_and_refuses_unavailable_ones(tmp_path):
+    state = DemoState(Settings(corpus=tmp_path / "corpus.jsonl", cache_dir=tmp_path / "cache"))
+    name, note = state.default_embedder()
+    assert name == "mmembed-mini"
+    assert "'clip-b32' is unavailable here (weights not downloaded (offline))" in note
+    labels = {choice.name: choice.label for choice in state.embedder_choices()}
+    assert labels["mm-embed"] == "mm-embed — needs a GPU"
+    assert labels["mmembed-mini"] == "mmembed-mini"
+    with pytest.raises(BackendNotUsable, match="The embedder 'mm-embed' can't be used here: needs a GPU"):
+        h.parse_request("cat", None, "image", "natural", 5, "mm-embed", state=state)
+    with pytest.raises(BackendNotUsable, match="unknown embedder 'nope'"):
+        h.parse_request("cat", None, "image", "natural", 5, "nope", state=state)
+    assert state.allowed_paths()[0] == str(tmp_path.resolve())
+
+
+def test_examples_cover_each_task_type_in_order(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "q.png")
+    rows = [
+        {"qid": "1", "query_txt": "a dog", "query_modality": "text", "pos_cand_list": ["x"], "task": "t->t",
+         "target_modality": "text"},
+        {"qid": "2", "query_txt": "a cat", "query_modality": "text", "pos_cand_list": ["x"], "task": "t->i",
+         "target_modality": "image"},
+        {"qid": "3", "query_img_path": "q.png", "query_modality": "image", "pos_cand_list": ["x"], "task": "i->t",
+         "target_modality": "text"},
+        {"qid": "4", "query_txt": "another cat", "query_modality": "text", "pos_cand_list": ["x"], "task": "t->i",
+         "target_modality": "image"},
+    ]
+    path = tmp_path / "queries.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    examples = load_examples(path)
+    assert [e.label for e in examples] == ["t->i: a cat", "t->t: a dog", "i->t: q"]
+    assert examples[0].row() == ["a cat", None, "image", "natural"]
+    assert examples[2].image == str((tmp_path / "q.png").resolve()) and examples[2].target == "text"
+    fallback = load_examples(tmp_path / "missing.jsonl")
+    assert [e.target for e in fallback] == ["image", "text"]
