@@ -88,6 +88,34 @@ class Exclusion:
     svg_hashes: set[str] = field(default_factory=set)
     pixel_hashes: set[str] = field(default_factory=set)
     texts: set[str] = field(default_factory=set)
+    # --exclude-concepts: the sample corpus's whole concept table (a superset of the items it picks)
+    title_patterns: list[re.Pattern] = field(default_factory=list)
+    emoji_names: set[str] = field(default_factory=set)
+    wordnet_senses: set[str] = field(default_factory=set)  # "<lemma>.<sense number>"
+
+    def add_concepts(self, path: Path) -> None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("sample_corpus_concepts", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        for concept in module.CONCEPTS:
+            if concept.clipart:
+                self.title_patterns.append(re.compile(concept.clipart, re.I))
+            self.emoji_names |= {name.lower() for name in concept.emoji}
+            self.wordnet_senses.add(concept.wordnet.lower())
+            self.texts.add(norm_text(concept.name))
+        self.keys |= {photo.key for photo in getattr(module, "PHOTOS", ())}
+
+    def blocks_title(self, title: str) -> bool:
+        return norm_text(title) in self.texts or any(p.search(title) for p in self.title_patterns)
+
+    def blocks_gloss(self, gloss: str) -> bool:
+        """A gloss whose definition appears inside any sample text (they may prefix it with the word)."""
+        definition = norm_text(gloss.split(";")[0])
+        return bool(definition) and (definition in self.texts or any(definition in t for t in self.texts
+                                                                      if len(t) >= len(definition)))
 
     @classmethod
     def from_sample_corpus(cls, folder: Path) -> Exclusion:
@@ -181,6 +209,7 @@ def read_wordnet_nouns() -> tuple[dict[str, dict], dict[str, str]]:
     """synset offset -> {key, lemmas, gloss}; lemma -> offset of its first (most frequent) sense."""
     first_sense: dict[str, str] = {}
     sense_no: dict[tuple[str, str], int] = {}
+    senses_of: dict[str, list[tuple[str, int]]] = {}
     for line in (WORDNET_DIR / "index.noun").read_text(errors="ignore").splitlines():
         if line.startswith(" "):
             continue
@@ -191,6 +220,7 @@ def read_wordnet_nouns() -> tuple[dict[str, dict], dict[str, str]]:
             first_sense[lemma] = offsets[0]
         for number, offset in enumerate(offsets, 1):
             sense_no[(lemma, offset)] = number
+            senses_of.setdefault(offset, []).append((lemma.lower(), number))
     synsets: dict[str, dict] = {}
     for line in (WORDNET_DIR / "data.noun").read_text(errors="ignore").splitlines():
         if line.startswith(" ") or "|" not in line:
@@ -204,7 +234,10 @@ def read_wordnet_nouns() -> tuple[dict[str, dict], dict[str, str]]:
         synsets[offset] = {
             "key": f"wordnet:{head}.n.{number:02d}",
             # other spellings of the same synset a corpus builder might have used, all excluded alike
-            "alt_keys": {f"wordnet:{offset}-n", f"wordnet:n{offset}", f"wordnet:{offset}"},
+            "alt_keys": {f"wordnet:{offset}-n", f"wordnet:n{offset}", f"wordnet:{offset}"}
+            | {f"wordnet:{lemma}.{n}" for lemma, n in senses_of.get(offset, [])}
+            | {f"wordnet:{lemma}.n.{n:02d}" for lemma, n in senses_of.get(offset, [])},
+            "senses": {f"{lemma}.{n}" for lemma, n in senses_of.get(offset, [])},
             "lemmas": [lemma.replace("_", " ") for lemma in lemmas],
             "gloss": gloss.strip(),
         }
@@ -236,7 +269,7 @@ def read_twemoji(folder: Path, exclusion: Exclusion, stats: dict[str, int]) -> l
             stats["excluded_key"] += 1
             continue
         name = entry["name"].lower().replace("-", " ")
-        if norm_text(name) in exclusion.texts:
+        if norm_text(name) in exclusion.texts or name in exclusion.emoji_names or exclusion.blocks_title(name):
             stats["excluded_text"] += 1
             continue
         words = [w.replace("_", " ") for w in entry.get("short_names", []) if w.replace("_", " ") != name]
@@ -246,11 +279,13 @@ def read_twemoji(folder: Path, exclusion: Exclusion, stats: dict[str, int]) -> l
 
 
 def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed: int, workers: int,
-          twemoji: Path | None = None, max_twemoji: int = 1500) -> dict:
+          twemoji: Path | None = None, max_twemoji: int = 1500, concepts: Path | None = None) -> dict:
     from PIL import Image, ImageOps
 
     rng = random.Random(seed)
     exclusion = Exclusion.from_sample_corpus(sample_corpus)
+    if concepts is not None:
+        exclusion.add_concepts(concepts)
     print(f"excluding {len(exclusion.keys)} sample_corpus source keys, {len(exclusion.svg_hashes)} SVG contents, "
           f"{len(exclusion.pixel_hashes)} image hashes, {len(exclusion.texts)} texts", file=sys.stderr)
     stats: dict[str, int] = {"excluded_key": 0, "excluded_svg_bytes": 0, "excluded_pixels": 0, "excluded_text": 0,
@@ -276,7 +311,7 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
         if clip is None:
             stats["no_metadata"] += 1
             continue
-        if norm_text(clip.title) in exclusion.texts:
+        if exclusion.blocks_title(clip.title):
             stats["excluded_text"] += 1
             continue
         cliparts.append(clip)
@@ -333,7 +368,7 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
     def usable(offset: str) -> bool:
         syn = synsets[offset]
         return (syn["key"] not in exclusion.keys and not (syn["alt_keys"] & exclusion.keys)
-                and norm_text(syn["gloss"]) not in exclusion.texts)
+                and not (syn["senses"] & exclusion.wordnet_senses) and not exclusion.blocks_gloss(syn["gloss"]))
 
     topical: dict[str, str] = {}  # clip key -> synset offset of its title word
     chosen: list[str] = []
@@ -349,7 +384,7 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
     others = [o for o in synsets if o not in set(chosen) and usable(o) and len(synsets[o]["gloss"]) > 30]
     rng.shuffle(others)
     chosen += others[: max(0, n_wordnet - len(chosen))]
-    stats["wordnet_excluded"] = sum(1 for o in synsets if not usable(o))
+    stats["wordnet_excluded"] = sum(1 for o in synsets if not usable(o))  # slow-ish: ~80k glosses
 
     # 3. candidate pool
     pool_rows: list[dict] = []
@@ -443,6 +478,7 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
         "tasks": tasks_count,
         "skipped": stats,
         "excluded_from": str(sample_corpus),
+        "excluded_concepts": str(concepts) if concepts else None,
         "fingerprint": hashlib.sha256((pool_text + query_text).encode()).hexdigest()[:16],
         "licenses": {"openclipart": "public domain (Debian openclipart-svg)",
                      "wordnet": "WordNet 3.0 licence (Princeton), Debian wordnet-base",
@@ -462,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--twemoji", type=Path, default=ROOT / "build" / "npm" / "node_modules"
                         / "emoji-datasource-twitter", help="emoji-datasource-twitter folder (skipped if absent)")
     parser.add_argument("--max-twemoji", type=int, default=1500)
+    parser.add_argument("--exclude-concepts", type=Path, default=None,
+                        help="also exclude everything matching the sample corpus's concept table "
+                        "(scripts/sample_corpus_concepts.py): a safe superset before sample_corpus/ exists")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
@@ -478,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: no Twemoji data in {args.twemoji}; building without it "
               "(npm install --prefix build/npm emoji-datasource-twitter)", file=sys.stderr)
     manifest = build(args.out, args.sample_corpus, args.max_clipart, args.wordnet, args.seed, args.workers,
-                     twemoji, args.max_twemoji)
+                     twemoji, args.max_twemoji, args.exclude_concepts)
     print(json.dumps(manifest, indent=2))
     return 0
 
