@@ -104,3 +104,25 @@ def test_bad_training_rows_are_all_reported(tmp_path):
     with pytest.raises(TrainingDataError) as info:
         load_training_set(root, image_size=16)
     assert "line 20: not JSON" in str(info.value)
+
+
+def test_export_ships_weights_config_and_training_manifest(tiny, tmp_path):
+    from mmembed.train.export import export_model
+
+    root, arrays, vectors = tiny
+    trainer = _trainer(arrays, vectors, tmp_path / "model", steps=1)
+    trainer.run()
+    (root / "sources.txt").write_text("openclipart:a.svg\nwordnet:cat.n.01\n")
+    (root / "image_hashes.txt").write_text("abc\n")
+    (root / "manifest.json").write_text(json.dumps({"fingerprint": "f00", "pool": 12}))
+    result = export_model(tmp_path / "model", root, tmp_path / "assets", {"shipped_stage": "model"})
+    shipped = tmp_path / "assets"
+    assert (shipped / "training_sources.txt").read_text() == "openclipart:a.svg\nwordnet:cat.n.01\n"
+    config = json.loads((shipped / "config.json").read_text())
+    assert config["training_set"]["fingerprint"] == "f00" and config["shipped_stage"] == "model"
+    assert config["fingerprint"] == result["fingerprint"]
+    assert (shipped / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    load_model_dir(shipped)
+    (root / "manifest.json").unlink()
+    with pytest.raises(Exception, match="lacks manifest.json"):
+        export_model(tmp_path / "model", root, tmp_path / "again")
