@@ -1,0 +1,460 @@
+"""Zero-shot MLLM reranker: score = P("True") against P("False") when asked if a candidate matches the query.
+
+Two paths give the same numbers (tests hold them to 1e-4):
+
+- `score_naive`: one full forward pass of the model per (query, candidate) pair, images encoded each time.
+  Simple and obviously right; the reference, and the benchmark's baseline.
+- `score` (the fast path, used by `rerank`):
+  1. every prompt starts with the query part (see prompts.py), so the longest common token prefix of all
+     candidates' prompts is run through the language model ONCE and its key/value cache is copied for each
+     batch of candidates, which then only run their own suffix tokens;
+  2. projected image features are looked up in an `ImageFeatureCache` (keyed by image content + model
+     fingerprint, memory and disk) and written into the token embeddings at the image-token positions,
+     so a corpus image is encoded once, ever, not once per query;
+  3. candidates run in batches, right-padded (causal attention keeps padding out of the real tokens), and
+     only the two answer rows of the LM head are applied to the one hidden state per candidate we need;
+  4. images are kept at one tile (no image splitting / capped pixels).
+
+Supported for the fast path: Idefics3 (SmolVLM) and Qwen2-VL. Other architectures (LLaVA-NeXT) are scored
+by batched naive forwards; they are GPU models anyway.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmembed.hub import resolve_model_dir
+from mmembed.images import ImageLoadError, load_image
+from mmembed.progress import ProgressFn, report
+from mmembed.registry import BackendInfo, BackendUnavailableError
+from mmembed.rerankers.answer_tokens import answer_token_ids
+from mmembed.rerankers.feature_cache import ImageFeatureCache, image_content_hash
+from mmembed.rerankers.prompts import build_messages
+from mmembed.types import Item, MMEmbedError, Query
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image as PILImage
+
+FAST_PATH_TYPES = ("idefics3", "qwen2_vl")
+# Qwen2-VL: 28x28 pixels per visual token after merging; 256 tokens is its "one image" budget on a CPU.
+QWEN_PIXELS_PER_TOKEN = 28 * 28
+
+
+@dataclass
+class _Loaded:
+    model: Any
+    processor: Any
+    model_type: str
+    image_token_id: int
+    true_id: int
+    false_id: int
+    fingerprint: str
+    features: ImageFeatureCache
+
+
+@dataclass
+class _Pair:
+    """One candidate ready to score: its prompt and the images that fill its image slots, in order."""
+
+    index: int
+    prompt: str
+    images: list[PILImage] = field(default_factory=list)
+    hashes: list[str] = field(default_factory=list)
+
+
+class MLLMReranker:
+    def __init__(
+        self,
+        info: BackendInfo | None = None,
+        model_id: str | None = None,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        max_text_chars: int = 1500,
+        min_image_pixels: int = 16 * QWEN_PIXELS_PER_TOKEN,
+        max_image_pixels: int = 256 * QWEN_PIXELS_PER_TOKEN,
+        feature_cache_dir: str | Path | None = "auto",
+    ) -> None:
+        if batch_size < 1:
+            raise MMEmbedError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 < min_image_pixels <= max_image_pixels:
+            raise MMEmbedError(f"need 0 < min_image_pixels <= max_image_pixels, got {min_image_pixels}, "
+                               f"{max_image_pixels}")
+        self.info = info
+        self.name = info.name if info else str(model_id)
+        self.model_id = model_id or (info.hub_id if info else None)
+        if not self.model_id:
+            raise MMEmbedError("MLLMReranker needs a model_id (or a registry entry with a hub id)")
+        self.revision = revision if revision is not None else (info.revision if info else None)
+        self.device_option = device
+        self.dtype_option = dtype
+        self.batch_size = batch_size
+        self.max_text_chars = max_text_chars
+        self.min_image_pixels = min_image_pixels
+        self.max_image_pixels = max_image_pixels
+        self.feature_cache_dir = feature_cache_dir
+        self._loaded: _Loaded | None = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()  # one forward at a time: concurrent CPU forwards only thrash
+
+    # ------------------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_model(cls, model: Any, processor: Any, *, name: str = "in-memory", **options: Any) -> MLLMReranker:
+        """Wrap an already built model + processor (benchmarks with random weights); no disk feature cache."""
+        reranker = cls(model_id=name, feature_cache_dir=None, **options)
+        reranker._loaded = reranker._prepare(model.eval(), processor, fingerprint=f"in-memory:{name}:{id(model)}")
+        return reranker
+
+    def _load(self) -> _Loaded:
+        if self._loaded is None:
+            with self._load_lock:
+                if self._loaded is None:
+                    self._loaded = self._load_from_disk()
+        return self._loaded
+
+    def _load_from_disk(self) -> _Loaded:
+        from mmembed.devices import resolve_device, resolve_dtype
+
+        device = resolve_device(self.device_option)
+        if self.info is not None and self.info.needs_gpu and device == "cpu" and self.device_option == "auto":
+            raise BackendUnavailableError(
+                f"reranker {self.name!r} needs a GPU and none was found; pass device='cpu' to force it"
+            )
+        allow = self.info.allow_patterns if self.info else ()
+        model_dir = resolve_model_dir(self.model_id, self.revision, backend=self.name, allow_patterns=allow)
+        from transformers import AutoModelForImageTextToText
+
+        torch_dtype = resolve_dtype(self.dtype_option, device)
+        processor = _load_processor(model_dir)
+        model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch_dtype, trust_remote_code=False)
+        model = model.to(device).eval()
+        return self._prepare(model, processor, fingerprint=_dir_fingerprint(model_dir, self.model_id, self.revision))
+
+    def _prepare(self, model: Any, processor: Any, fingerprint: str) -> _Loaded:
+        model_type = model.config.model_type
+        image_processor = getattr(processor, "image_processor", None)
+        if model_type == "idefics3" and image_processor is not None:
+            # One tile: no splitting into sub-images; the image is squared to the encoder's native size.
+            tile = int(image_processor.max_image_size["longest_edge"])
+            image_processor.do_image_splitting = False
+            image_processor.size = {"longest_edge": tile}
+            settings = f"tile={tile}"
+        elif model_type == "qwen2_vl" and image_processor is not None:
+            # transformers 5 reads the pixel budget from `size`; the old attributes only trigger warnings.
+            for legacy in ("min_pixels", "max_pixels"):
+                if getattr(image_processor, legacy, None) is not None:
+                    setattr(image_processor, legacy, None)
+            image_processor.size = {"shortest_edge": self.min_image_pixels, "longest_edge": self.max_image_pixels}
+            settings = f"pixels={self.min_image_pixels}-{self.max_image_pixels}"
+        else:
+            settings = "default"
+        tokenizer = processor.tokenizer
+        probe = self._render(processor, build_messages("x", False, "y", False))
+        true_id, false_id = answer_token_ids(tokenizer, probe)
+        image_token_id = int(getattr(model.config, "image_token_id", None) or model.config.image_token_index)
+        fingerprint = f"{fingerprint}|{model_type}|{settings}|{model.dtype}"
+        cache_dir = self._feature_dir()
+        return _Loaded(model, processor, model_type, image_token_id, true_id, false_id, fingerprint,
+                       ImageFeatureCache(fingerprint, cache_dir))
+
+    def _feature_dir(self) -> Path | None:
+        if self.feature_cache_dir is None:
+            return None
+        if self.feature_cache_dir == "auto":
+            from mmembed.config import default_cache_dir
+
+            return default_cache_dir() / "rerank-image-features"
+        return Path(self.feature_cache_dir)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._load().fingerprint
+
+    @property
+    def feature_cache(self) -> ImageFeatureCache:
+        return self._load().features
+
+    # ------------------------------------------------------------------------------------------------ prompts
+    @staticmethod
+    def _render(processor: Any, messages: list[dict[str, Any]]) -> str:
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def render_prompt(self, query: Query, item: Item) -> str:
+        """The exact prompt text for (query, item) before image slots are expanded (for tests and debugging)."""
+        loaded = self._load()
+        return self._render(loaded.processor, build_messages(
+            self._clip(query.text), query.image is not None, self._clip(item.text), item.image is not None))
+
+    def _clip(self, text: str | None) -> str | None:
+        if not text or not text.strip():
+            return None
+        text = text.strip()
+        return text if len(text) <= self.max_text_chars else text[: self.max_text_chars] + "..."
+
+    def _pairs(self, query: Query, items: Sequence[Item]) -> tuple[list[_Pair], list[float]]:
+        """Prompts for every candidate; candidates that cannot be scored keep 0.0 in the returned scores."""
+        loaded = self._load()
+        scores = [0.0] * len(items)
+        query_images: list[PILImage] = []
+        query_hashes: list[str] = []
+        if query.image is not None:
+            image = load_image(query.image)  # a broken query image fails the query, with load_image's message
+            query_images, query_hashes = [image], [image_content_hash(query.image, image)]
+        query_text = self._clip(query.text)
+        pairs = []
+        for index, item in enumerate(items):
+            text = self._clip(item.text)
+            images, hashes = list(query_images), list(query_hashes)
+            has_image = False
+            if item.image is not None:
+                try:
+                    image = load_image(item.image)
+                    images.append(image)
+                    hashes.append(image_content_hash(item.image, image))
+                    has_image = True
+                except (ImageLoadError, OSError) as exc:
+                    fallback = "scored from its text only" if text else "given score 0.0"
+                    warnings.warn(f"reranker: candidate {item.id!r}: image unusable ({exc}); {fallback}", stacklevel=3)
+                    if not text:
+                        continue
+            messages = build_messages(query_text, bool(query_images), text, has_image)
+            pairs.append(_Pair(index, self._render(loaded.processor, messages), images, hashes))
+        return pairs, scores
+
+    def _encode(self, pair: _Pair) -> Any:
+        loaded = self._load()
+        images: Any = None
+        if pair.images:
+            images = [pair.images] if loaded.model_type == "idefics3" else pair.images
+        return loaded.processor(text=[pair.prompt], images=images, return_tensors="pt")
+
+    # ------------------------------------------------------------------------------------------------ naive path
+    def score_naive(self, query: Query, items: Sequence[Item], *, progress: ProgressFn | None = None) -> list[float]:
+        """One full model forward per candidate (images encoded every time): the reference path."""
+        import torch
+
+        loaded = self._load()
+        pairs, scores = self._pairs(query, items)
+        with self._run_lock, torch.inference_mode():
+            for done, pair in enumerate(pairs, start=1):
+                inputs = self._encode(pair).to(loaded.model.device)
+                if "pixel_values" in inputs:
+                    inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
+                logits = loaded.model(**inputs, logits_to_keep=1).logits[0, -1]
+                scores[pair.index] = _p_true(logits[[loaded.true_id, loaded.false_id]])
+                report(progress, done, len(pairs), "reranking (naive)")
+        return scores
+
+    # ------------------------------------------------------------------------------------------------ fast path
+    def score(self, query: Query, items: Sequence[Item], *, progress: ProgressFn | None = None) -> list[float]:
+        """P("True") per item, in order; shared-prefix KV cache + cached image features + batching."""
+        import torch
+
+        if not items:
+            return []
+        loaded = self._load()
+        if loaded.model_type not in FAST_PATH_TYPES:
+            return self.score_naive(query, items, progress=progress)
+        pairs, scores = self._pairs(query, items)
+        if not pairs:
+            return scores
+        with self._run_lock, torch.inference_mode():
+            encoded = [self._encode(pair) for pair in pairs]
+            features = self._image_features(pairs, encoded)
+            sequences = [self._embed(pair, enc, features) for pair, enc in zip(pairs, encoded, strict=True)]
+            prefix = _common_prefix([s.keys for s in sequences])
+            prefix = min(prefix, min(len(s.keys) for s in sequences) - 1)  # every candidate keeps >= 1 token
+            cache = self._run_prefix(sequences[0], prefix) if prefix > 0 else None
+            order = sorted(range(len(pairs)), key=lambda i: len(sequences[i].keys))  # similar lengths batch well
+            done = 0
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                probabilities = self._run_suffixes([sequences[i] for i in batch], prefix, cache)
+                for i, p in zip(batch, probabilities, strict=True):
+                    scores[pairs[i].index] = p
+                done += len(batch)
+                report(progress, done, len(pairs), "reranking")
+        return scores
+
+    def _image_features(self, pairs: list[_Pair], encoded: list[Any]) -> dict[str, torch.Tensor]:
+        """Projected features of every image in `pairs`, from the cache or computed (batched) and cached."""
+        loaded = self._load()
+        found: dict[str, torch.Tensor] = {}
+        missing: dict[str, tuple[Any, int]] = {}  # hash -> (encoding, image position within it)
+        for pair, enc in zip(pairs, encoded, strict=True):
+            for position, key in enumerate(pair.hashes):
+                if key in found or key in missing:
+                    continue
+                cached = loaded.features.get(key)
+                if cached is not None:
+                    found[key] = cached.to(loaded.model.device, loaded.model.dtype)
+                else:
+                    missing[key] = (enc, position)
+        if missing:
+            computed = self._encode_images(list(missing.values()))
+            for key, value in zip(missing, computed, strict=True):
+                loaded.features.put(key, value)
+                found[key] = value
+        return found
+
+    def _encode_images(self, sources: list[tuple[Any, int]]) -> list[torch.Tensor]:
+        """Vision encoder + connector for the given (encoding, image position) pairs, in one batch."""
+        import torch
+
+        loaded = self._load()
+        inner = loaded.model.model
+        device, dtype = loaded.model.device, loaded.model.dtype
+        if loaded.model_type == "idefics3":
+            pixels = torch.cat([enc["pixel_values"][:, pos] for enc, pos in sources]).to(device, dtype)
+            masks = torch.cat([enc["pixel_attention_mask"][:, pos] for enc, pos in sources]).to(device)
+            out = inner.get_image_features(pixels[:, None], masks[:, None], return_dict=True).pooler_output
+            flat = torch.cat(list(out)) if isinstance(out, (list, tuple)) else out
+            return list(flat.reshape(len(sources), -1, flat.shape[-1]))
+        # Qwen2-VL: pixel_values are flattened patches of all the encoding's images; cut out image `pos`.
+        chunks, grids = [], []
+        for enc, pos in sources:
+            grid = enc["image_grid_thw"]
+            sizes = grid.prod(-1).tolist()
+            begin = sum(sizes[:pos])
+            chunks.append(enc["pixel_values"][begin : begin + sizes[pos]])
+            grids.append(grid[pos : pos + 1])
+        out = inner.get_image_features(torch.cat(chunks).to(device, dtype), torch.cat(grids).to(device),
+                                       return_dict=True).pooler_output
+        return [t for t in out]
+
+    def _embed(self, pair: _Pair, enc: Any, features: dict[str, torch.Tensor]) -> _Sequence:
+        """Token embeddings with image features written in, plus the per-token keys used to find the prefix."""
+        import torch
+
+        loaded = self._load()
+        ids = enc["input_ids"][0].to(loaded.model.device)
+        embeds = loaded.model.get_input_embeddings()(ids).clone()
+        is_image = ids == loaded.image_token_id
+        keys = ids.tolist()
+        if pair.hashes:
+            stacked = torch.cat([features[h].reshape(-1, embeds.shape[-1]) for h in pair.hashes])
+            if int(is_image.sum()) != stacked.shape[0]:
+                raise MMEmbedError(f"prompt has {int(is_image.sum())} image tokens but its images give "
+                                   f"{stacked.shape[0]} feature rows; processor and model disagree")
+            embeds[is_image] = stacked.to(embeds.dtype)
+            # Image tokens share one id; key them by which image fills them so different images never
+            # count as a shared prefix.
+            owners = [h for h, f in zip(pair.hashes, (features[h] for h in pair.hashes), strict=True)
+                      for _ in range(f.reshape(-1, embeds.shape[-1]).shape[0])]
+            slots = is_image.nonzero().flatten().tolist()
+            for slot, owner in zip(slots, owners, strict=True):
+                keys[slot] = (keys[slot], owner)
+        positions = None
+        if loaded.model_type == "qwen2_vl":
+            grid = enc.get("image_grid_thw")
+            grid = grid.to(ids.device) if grid is not None else None
+            positions, _ = loaded.model.model.get_rope_index(ids[None], mm_token_type_ids=is_image[None].int(),
+                                                             image_grid_thw=grid)
+            positions = positions[:, 0]  # (3, seq)
+        return _Sequence(keys=keys, embeds=embeds, positions=positions)
+
+    def _language_model(self) -> Any:
+        inner = self._load().model.model
+        return getattr(inner, "language_model", None) or inner.text_model
+
+    def _run_prefix(self, sequence: _Sequence, length: int) -> Any:
+        from transformers import DynamicCache
+
+        loaded = self._load()
+        cache = DynamicCache(config=loaded.model.config.get_text_config())
+        kwargs: dict[str, Any] = {}
+        if sequence.positions is not None:
+            kwargs["position_ids"] = sequence.positions[:, None, :length]
+        self._language_model()(inputs_embeds=sequence.embeds[None, :length], past_key_values=cache, use_cache=True,
+                               **kwargs)
+        return cache
+
+    def _run_suffixes(self, batch: list[_Sequence], prefix: int, cache: Any) -> list[float]:
+        import torch
+
+        loaded = self._load()
+        lengths = [len(s.keys) - prefix for s in batch]
+        width = max(lengths)
+        hidden = batch[0].embeds.shape[-1]
+        embeds = batch[0].embeds.new_zeros((len(batch), width, hidden))
+        for row, (s, n) in enumerate(zip(batch, lengths, strict=True)):
+            embeds[row, :n] = s.embeds[prefix:]  # right padding: causal attention keeps it out of real tokens
+        kwargs: dict[str, Any] = {}
+        if batch[0].positions is not None:
+            positions = torch.zeros((3, len(batch), width), dtype=torch.long, device=embeds.device)
+            for row, (s, n) in enumerate(zip(batch, lengths, strict=True)):
+                positions[:, row, :n] = s.positions[:, prefix:]
+                positions[:, row, n:] = s.positions[:, -1:] + 1
+            kwargs["position_ids"] = positions
+        if cache is not None:
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(batch))
+            kwargs["past_key_values"] = batch_cache
+        out = self._language_model()(inputs_embeds=embeds, use_cache=cache is not None, **kwargs)
+        last = out.last_hidden_state[torch.arange(len(batch)), torch.tensor(lengths) - 1]
+        head = loaded.model.lm_head
+        rows = head.weight[[loaded.true_id, loaded.false_id]]
+        logits = last @ rows.T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[[loaded.true_id, loaded.false_id]]
+        return [_p_true(row) for row in logits]
+
+
+@dataclass
+class _Sequence:
+    keys: list[Any]
+    embeds: torch.Tensor
+    positions: torch.Tensor | None
+
+
+def _p_true(pair_logits: torch.Tensor) -> float:
+    """softmax over the ("True", "False") logits, in float32 whatever the model's dtype."""
+    return float(pair_logits.float().softmax(-1)[0])
+
+
+def _common_prefix(sequences: list[list[Any]]) -> int:
+    first = sequences[0]
+    length = len(first)
+    for other in sequences[1:]:
+        limit = min(length, len(other))
+        n = 0
+        while n < limit and first[n] == other[n]:
+            n += 1
+        length = n
+    return length
+
+
+def _load_processor(model_dir: Path) -> Any:
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=False)
+    except ImportError:
+        # Qwen2-VL's processor builds a video processor that needs torchvision; images need nothing of it.
+        config = model_dir / "config.json"
+        if config.is_file() and '"qwen2_vl"' in config.read_text(encoding="utf-8"):
+            from mmembed.rerankers.qwen_processor import QwenImageTextProcessor
+
+            return QwenImageTextProcessor.from_pretrained(model_dir)
+        raise
+
+
+def _dir_fingerprint(model_dir: Path, model_id: str, revision: str | None) -> str:
+    """Model id + revision + the resolved folder (HF snapshots carry the commit) + config + weight file stats."""
+    digest = hashlib.sha256(f"{model_id}|{revision}|{model_dir.resolve()}".encode())
+    config = model_dir / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    for weights in sorted(model_dir.glob("*.safetensors")):
+        stat = weights.stat()
+        digest.update(f"{weights.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return f"{model_id}@{revision or 'default'}:{digest.hexdigest()[:16]}"
