@@ -12,7 +12,7 @@ from mmembed.config import Settings
 from mmembed.corpus import load_mbeir_jsonl
 from mmembed.ui import handlers as h
 from mmembed.ui.examples import load_examples
-from mmembed.ui.plot import mix_frame, stage_order
+from mmembed.ui.plot import mix_frame, render_mix_chart, stage_order
 from mmembed.ui.render import render_bias_summary, render_column, render_details
 from mmembed.ui.state import BackendNotUsable, DemoState
 
@@ -173,6 +173,10 @@ def test_plot_frame_has_target_pool_and_both_stages(state):
     assert table[("First stage (75% wrong)", "text")] == pytest.approx(50.0)
     assert table[("After reranking (50% wrong)", "image")] == pytest.approx(50.0)
     assert mix_frame(None).empty
+    chart = render_mix_chart(out)
+    assert chart.count('class="mm-bar-row"') == 4
+    assert 'data-modality="text" data-percent="50.0"' in chart and "75% wrong" in chart and "50% wrong" in chart
+    assert "appears here" in render_mix_chart(None)
 
 
 def test_registry_state_falls_back_to_the_offline_model_and_refuses_unavailable_ones(tmp_path):
@@ -212,3 +216,10 @@ def test_examples_cover_each_task_type_in_order(tmp_path):
     assert examples[2].image == str((tmp_path / "q.png").resolve()) and examples[2].target == "text"
     fallback = load_examples(tmp_path / "missing.jsonl")
     assert [e.target for e in fallback] == ["image", "text"]
+
+
+def test_missing_corpus_is_a_clear_error(tmp_path):
+    state = DemoState(Settings(corpus=tmp_path / "nowhere" / "corpus.jsonl", cache_dir=tmp_path / "cache"),
+                      embedders={"keyword": KeywordEmbedder(VOCAB)})
+    with pytest.raises(h.MMEmbedError, match=r"The corpus could not be loaded \(corpus file not found: .*nowhere"):
+        h.search(state, "cat", None, "image", "natural", 3, False, "keyword", None)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mmembed.progress import ProgressFn
 from mmembed.types import MMEmbedError
 from mmembed.ui import handlers as h
-from mmembed.ui.plot import COLORS, mix_frame, stage_order
+from mmembed.ui.plot import render_mix_chart
 from mmembed.ui.render import (
     render_bias_summary,
     render_column,
@@ -103,8 +103,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
     def outputs_for(session: dict[str, Any], first: bool) -> tuple[Any, ...]:
         payload = session["payload"]
         target = payload["query"]["target_label"]
-        frame = mix_frame(payload)
-        plot = gr.BarPlot(value=frame, sort=stage_order(frame))
+        plot = render_mix_chart(payload)
         second = (
             render_column(None, target, placeholder="Reranking…", stage_id="reranked")
             if first
@@ -202,9 +201,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                                       elem_id="reranked")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                plot = gr.BarPlot(mix_frame(None), x="stage", y="percent", color="modality", color_map=COLORS,
-                                  y_lim=[0, 100], y_title="% of the top-k", x_title="", height=300,
-                                  title="Modality mix", label="Modality mix", elem_id="mix-plot")
+                plot = gr.HTML(render_mix_chart(None), elem_id="mix-plot")
             with gr.Column(scale=2):
                 bias_html = gr.HTML(elem_id="bias-summary")
         with gr.Row(equal_height=False):
@@ -213,7 +210,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                 details_html = gr.HTML(render_details(None), elem_id="details")
             with gr.Column(scale=2):
                 detail_image = gr.Image(label="Full image", type="pil", interactive=False, visible=False,
-                                        elem_id="detail-image")
+                                        height=320, elem_id="detail-image")
         with gr.Row():
             download = gr.DownloadButton("Export results (JSON)", value=None, interactive=False,
                                          elem_id="export")

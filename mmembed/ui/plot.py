@@ -1,8 +1,9 @@
 """The modality-mix plot: what each stage's top-k is made of, next to what was asked for and the pool's mix.
 
-One stacked bar per row ("asked for", "corpus pool", "first stage", "after reranking"), coloured by
-modality, in percent. With modality bias the first-stage bar is visibly the wrong colour; the x labels
-carry each stage's wrong-modality rate so the number sits next to the picture.
+One 100% stacked bar per row ("asked for", "corpus pool", "first stage", "after reranking"), coloured by
+modality. With modality bias the first-stage bar is visibly the wrong colour; each row carries its
+wrong-modality rate so the number sits next to the picture. `mix_frame` gives the tidy data (for
+notebooks or gr.BarPlot); `render_mix_chart` draws it as HTML/CSS, which needs no plotting library.
 """
 
 from __future__ import annotations
@@ -44,3 +45,44 @@ def mix_frame(payload: Mapping[str, Any] | None) -> pd.DataFrame:
 def stage_order(frame: pd.DataFrame) -> list[str]:
     """x-axis order as the rows were written (the plot would otherwise sort stages alphabetically)."""
     return list(dict.fromkeys(frame["stage"].tolist()))
+
+
+def render_mix_chart(payload: Mapping[str, Any] | None) -> str:
+    """The modality mix as horizontal 100% stacked bars (HTML/CSS: crisp, themable, no JS plotting).
+
+    One row per stage of `mix_frame`; each segment's width is its share, labelled when wide enough;
+    the stage's wrong-modality rate sits at the right end of its row.
+    """
+    from html import escape
+
+    frame = mix_frame(payload)
+    if frame.empty:
+        return '<div class="mm-chart mm-muted" id="mm-chart">The modality mix of each stage appears here.</div>'
+    legend = "".join(
+        f'<span class="mm-legend-item"><i style="background:{color}"></i>{escape(label)}</span>'
+        for label, color in COLORS.items()
+    )
+    rows = []
+    rates = {"Asked for": None, "Corpus pool": None}
+    for key, title in (("first_stage", "First stage"), ("reranked", "After reranking")):
+        stage = (payload or {}).get(key) or {}
+        rates[stage_label(title, stage.get("wrong_modality_rate"))] = stage.get("wrong_modality_rate")
+    for stage in stage_order(frame):
+        part = frame[frame["stage"] == stage]
+        segments = "".join(
+            f'<span class="mm-seg" style="width:{row.percent:.2f}%;background:{COLORS[row.modality]}" '
+            f'title="{escape(row.modality)}: {row.percent:.0f}%" data-modality="{escape(row.modality)}" '
+            f'data-percent="{row.percent:.1f}">{f"{row.percent:.0f}%" if row.percent >= 12 else ""}</span>'
+            for row in part.itertuples()
+            if row.percent > 0
+        )
+        title = stage.split(" (")[0]
+        rate = rates.get(stage)
+        rate_html = f'<span class="mm-bar-rate">{rate:.0%} wrong</span>' if rate is not None else (
+            '<span class="mm-bar-rate mm-muted">target</span>' if title == "Asked for"
+            else '<span class="mm-bar-rate mm-muted">pool</span>'
+        )
+        rows.append(f'<div class="mm-bar-row" data-stage="{escape(title)}"><span class="mm-bar-label">'
+                    f'{escape(title)}</span><span class="mm-bar">{segments}</span>{rate_html}</div>')
+    return (f'<div class="mm-chart" id="mm-chart"><div class="mm-chart-title">Modality mix of the top-k</div>'
+            f'{"".join(rows)}<div class="mm-legend">{legend}</div></div>')

@@ -137,7 +137,11 @@ class DemoState:
                 if self._corpus is None:
                     from mmembed.corpus import load_corpus
 
-                    self._corpus = load_corpus(self.settings.corpus)
+                    try:
+                        self._corpus = load_corpus(self.settings.corpus)
+                    except OSError as exc:  # missing file: say which and how to set another
+                        raise MMEmbedError(f"The corpus could not be loaded ({exc}); set MMEMBED_CORPUS to a "
+                                           f"corpus.jsonl") from exc
         return self._corpus
 
     def corpus_root(self) -> Path:

@@ -53,7 +53,7 @@ CSS = """
 .mm-score { margin-left: auto; font-family: var(--font-mono); color: var(--body-text-color-subdued); }
 .mm-id { font-family: var(--font-mono); font-size: .72rem; color: var(--body-text-color-subdued); }
 .mm-text { font-size: .88rem; line-height: 1.35; overflow-wrap: anywhere; }
-.mm-bias { display: flex; flex-direction: column; gap: .5rem; padding: .4rem; }
+.mm-bias { display: flex; flex-direction: column; gap: .5rem; padding: .8rem 1rem; }
 .mm-bias-title { font-weight: 600; }
 .mm-rate-row { display: grid; grid-template-columns: 8.5rem 1fr 3rem; align-items: center; gap: .5rem; }
 .mm-rate-bar { height: .7rem; border-radius: 999px; background: var(--background-fill-secondary); overflow: hidden; }
@@ -63,8 +63,24 @@ CSS = """
 .mm-rate-fill.mm-warn { background: #f59e0b; }
 .mm-bad-text { color: #b91c1c; } .mm-warn-text { color: #b45309; } .mm-good-text { color: #15803d; }
 .mm-muted { color: var(--body-text-color-subdued); font-size: .85rem; }
-.mm-details table { border-collapse: collapse; font-size: .88rem; }
-.mm-details th { text-align: left; padding: .15rem .8rem .15rem 0; color: var(--body-text-color-subdued); }
+.mm-details table { border-collapse: collapse; font-size: .88rem; border: none !important; }
+.mm-details tr, .mm-details th, .mm-details td { border: none !important; padding: .2rem .9rem .2rem 0 !important;
+  background: transparent !important; text-align: left; vertical-align: top; }
+.mm-details th { color: var(--body-text-color-subdued); font-weight: 600; }
+.mm-chart, .mm-bias { border: 1px solid var(--border-color-primary); border-radius: 10px;
+  background: var(--block-background-fill); }
+.mm-chart { display: flex; flex-direction: column; gap: .55rem; padding: .8rem 1rem; }
+.mm-chart-title { font-weight: 600; }
+.mm-bar-row { display: grid; grid-template-columns: 8.5rem 1fr 5.2rem; align-items: center; gap: .6rem; }
+.mm-bar-label { font-size: .88rem; }
+.mm-bar { display: flex; height: 1.6rem; border-radius: 6px; overflow: hidden;
+  background: var(--background-fill-secondary); }
+.mm-seg { display: flex; align-items: center; justify-content: center; color: white; font-size: .75rem;
+  font-weight: 700; white-space: nowrap; overflow: hidden; }
+.mm-bar-rate { font-size: .85rem; font-weight: 700; text-align: right; }
+.mm-legend { display: flex; gap: 1rem; font-size: .8rem; color: var(--body-text-color-subdued); }
+.mm-legend-item i { display: inline-block; width: .8rem; height: .8rem; border-radius: 3px; margin-right: .3rem;
+  vertical-align: -1px; }
 .mm-fulltext { margin-top: .6rem; white-space: pre-wrap; font-size: .92rem; }
 """
 

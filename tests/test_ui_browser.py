@@ -1,0 +1,118 @@
+"""End to end in a real browser (Debian chromium + Playwright): type, upload, pick a target, search, and
+check that both result columns and the modality-mix plot render with the expected items.
+
+Saves test-output/ui-demo.png. Skipped (with the reason) when /usr/bin/chromium or playwright is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from ui_helpers import TargetAwareReranker, make_state
+
+CHROMIUM = Path(os.environ.get("MMEMBED_CHROMIUM", "/usr/bin/chromium"))
+OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)")
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    from mmembed.ui import build_demo, launch_options
+
+    state = make_state(tmp_path_factory.mktemp("ui-browser"))
+    state._injected_rerankers = {"target-aware": TargetAwareReranker()}
+    demo = build_demo(state)
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(state))
+    try:
+        yield demo.local_url, state
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def page():
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM),
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def card_ids(page, column: str) -> list[str]:
+    return page.locator(f"#{column} .mm-card").evaluate_all("cards => cards.map(c => c.dataset.id)")
+
+
+def test_search_renders_both_columns_and_the_plot(app_url, page, tmp_path):
+    from mmembed.ui import handlers as h
+
+    url, state = app_url
+    query_image = tmp_path / "cat_photo.png"  # the keyword fake reads "cat" from the file name
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(query_image)
+    expected = h.search(state, "cat", str(query_image), "image", "natural", 4, True, "keyword", "target-aware")
+
+    page.goto(url)
+    page.locator("#query-text textarea").fill("cat")
+    page.locator("#query-image input[type=file]").set_input_files(str(query_image))
+    page.locator("#query-image img").first.wait_for()  # upload finished
+    page.locator("#target").get_by_label("text", exact=True).check()
+    page.locator("#target").get_by_label("image", exact=True).check()
+    top_k = page.locator("#top-k input[type=number]")
+    top_k.fill("4")
+    top_k.press("Enter")
+    page.locator("#search-btn").click()
+
+    page.locator("#reranked .mm-card").first.wait_for()
+    first_ids = [hit["id"] for hit in expected["first_stage"]["hits"]]
+    reranked_ids = [hit["id"] for hit in expected["reranked"]["hits"]]
+    assert card_ids(page, "first-stage") == first_ids
+    assert card_ids(page, "reranked") == reranked_ids
+    assert reranked_ids != first_ids  # the target-aware reranker reorders: the page must show that
+    moves = page.locator("#reranked .mm-move").all_inner_texts()
+    assert moves == [hit["movement_label"] for hit in expected["reranked"]["hits"]]
+    wrong = sum(not hit["matches_target"] for hit in expected["first_stage"]["hits"])
+    assert page.locator("#first-stage .mm-card.mm-miss").count() == wrong
+    assert page.locator("#first-stage .mm-thumb").count() == sum(bool(hit["image"]) for hit in
+                                                                 expected["first_stage"]["hits"])
+    rate = expected["first_stage"]["wrong_modality_rate"]
+    assert f"{rate:.0%}" in page.locator("#bias-summary").inner_text()
+
+    rows = page.locator("#mix-plot .mm-bar-row")
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.stage)") == [
+        "Asked for", "Corpus pool", "First stage", "After reranking"]
+    text_share = next(r["share"] for r in expected["first_stage"]["modality_mix"] if r["modality"] == "text")
+    segment = rows.nth(2).locator('.mm-seg[data-modality="text"]')
+    assert float(segment.get_attribute("data-percent")) == pytest.approx(100 * text_share, abs=0.05)
+    box = segment.bounding_box()
+    bar = rows.nth(2).locator(".mm-bar").bounding_box()
+    assert box is not None and bar is not None and box["width"] == pytest.approx(bar["width"] * text_share, rel=0.05)
+
+    page.locator("#inspect input").click()
+    page.get_by_role("option", name=f"#1 {first_ids[0]}", exact=False).first.click()
+    page.locator("#details table").wait_for()
+    assert first_ids[0] in page.locator("#details").inner_text()
+
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "ui-demo.png"), full_page=True)
+
+
+def test_bad_upload_shows_a_visible_error(app_url, page, tmp_path):
+    url, _ = app_url
+    bomb = tmp_path / "empty.png"
+    bomb.write_bytes(b"")
+    page.goto(url)
+    page.locator("#query-image input[type=file]").set_input_files(str(bomb))
+    page.wait_for_timeout(500)
+    page.locator("#search-btn").click()
+    toast = page.get_by_text("empty.png is empty (0 bytes)", exact=False).first
+    toast.wait_for()
+    assert toast.is_visible()
+    assert page.locator("#first-stage .mm-card").count() == 0
