@@ -1,0 +1,195 @@
+"""Integrity of the shipped sample_corpus/ (built by scripts/build_sample_corpus.py) and its evaluation queries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mmembed.corpus import TASK_NAMES, load_mbeir_jsonl, load_queries
+from mmembed.types import Modality
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_corpus"
+ALLOWED_LICENSE = re.compile(r"^(public domain|CC0-1\.0|CC-BY-\d\.\d|WordNet-3\.0)$")
+PHOTO_SOURCES = ("skimage:", "sklearn:", "stdlib:")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_mbeir_jsonl(SAMPLE / "corpus.jsonl")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return [json.loads(line) for line in (SAMPLE / "corpus.jsonl").read_text(encoding="utf-8").splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def query_rows():
+    return [json.loads(line) for line in (SAMPLE / "queries.jsonl").read_text(encoding="utf-8").splitlines() if line]
+
+
+def test_every_manifest_row_loads_with_unique_ids(corpus, rows):
+    assert len(corpus) == len(rows)
+    assert 300 <= len(rows) <= 600
+    ids = [row["did"] for row in rows]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"sc-\d{4}", did) for did in ids)
+    for row, item in zip(rows, corpus, strict=True):
+        assert item.id == row["did"]
+        assert item.modality is Modality.parse(row["modality"])
+        assert item.meta["topic"] == row["topic"]
+
+
+def test_images_are_relative_exist_open_and_are_small():
+    from PIL import Image
+
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        for line in (SAMPLE / name).read_text().splitlines():
+            row = json.loads(line)
+            rel = row.get("img_path") or row.get("query_img_path")
+            if not rel:
+                continue
+            assert not Path(rel).is_absolute() and ".." not in Path(rel).parts, rel
+            with Image.open(SAMPLE / rel) as image:
+                assert max(image.size) <= 512, (rel, image.size)
+                assert min(image.size) >= 32, (rel, image.size)
+
+
+def test_modality_shares_and_topics(corpus, rows):
+    counts = corpus.modality_counts()
+    assert set(counts) == {Modality.TEXT, Modality.IMAGE, Modality.IMAGE_TEXT}
+    for modality, count in counts.items():
+        assert count / len(corpus) >= 0.20, f"{modality.value}: {count}/{len(corpus)}"
+    topics = Counter(row["topic"] for row in rows)
+    assert 6 <= len(topics) <= 10, topics
+    assert min(topics.values()) >= 20, topics
+
+
+def test_concepts_appear_in_every_modality(rows):
+    """Cross-modal retrieval is meaningful: many concepts have an image, a passage and a captioned picture."""
+    modalities: dict[str, set[str]] = {}
+    for row in rows:
+        modalities.setdefault(row["concept"], set()).add(row["modality"])
+    full = [c for c, mods in modalities.items() if mods == {"text", "image", "image,text"}]
+    assert len(full) >= 40, len(full)
+    assert all("text" in mods for mods in modalities.values())
+
+
+def test_text_passages_are_short_encyclopedia_style(rows):
+    for row in rows:
+        if row["modality"] != "text":
+            continue
+        sentences = re.findall(r"[.!?](?:\"|)(?=\s+[A-Z\"]|$)", row["txt"])
+        assert 1 <= len(sentences) <= 4, row["txt"]
+        assert row["txt"][0].isupper()
+
+
+def test_real_photographs_are_included(rows):
+    photos = {row["source"] for row in rows if row["source"].startswith(PHOTO_SOURCES)}
+    assert len(photos) >= 15, sorted(photos)
+    assert "skimage:chelsea" in photos and "sklearn:china" in photos
+
+
+def test_licences_allowed_with_credits(rows, query_rows):
+    for row in rows:
+        assert ALLOWED_LICENSE.match(row["license"]), (row["did"], row["license"])
+        assert not re.search(r"SA|GPL|NC|ND", row["license"])
+        assert row["credit"].strip() and row["source"].strip(), row["did"]
+    by_kind = {row["source"].split(":")[0]: row["license"] for row in rows}
+    assert by_kind["openclipart"] == "public domain"
+    assert by_kind["twemoji"] == "CC-BY-4.0"
+    assert by_kind["sklearn"] == "CC-BY-2.0"
+    assert by_kind["wordnet"] == "WordNet-3.0"
+
+
+def test_attribution_lists_every_item_and_query_image(rows, query_rows):
+    text = (SAMPLE / "ATTRIBUTION.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| (\S+) \| (\S+) \| ([^|]+) \|", text, re.M))
+    listed_ids = {entry[0]: entry for entry in listed}
+    for row in rows:
+        assert row["did"] in listed_ids, row["did"]
+        assert listed_ids[row["did"]][1] == row["source"]
+        assert listed_ids[row["did"]][2].strip() == row["license"]
+    for query in query_rows:
+        if query["query_img_path"]:
+            assert query["query_img_path"] in listed_ids, query["query_img_path"]
+    for licence in ("CC-BY-2.0", "CC-BY-4.0", "CC0-1.0", "WordNet-3.0"):
+        assert f"**{licence}**" in text
+
+
+def test_total_size_under_30_mb():
+    total = sum(p.stat().st_size for p in SAMPLE.rglob("*") if p.is_file())
+    assert total <= 30 * 2**20, total
+
+
+def test_sources_txt_lists_every_source_key_sorted(rows, query_rows):
+    lines = (SAMPLE / "sources.txt").read_text().splitlines()
+    assert lines == sorted(set(lines))
+    expected = {row["source"] for row in rows} | {q["source"] for q in query_rows if q.get("source")}
+    assert set(lines) == expected
+    for key in lines:
+        assert re.match(r"^(openclipart|twemoji|wordnet|skimage|sklearn|stdlib):\S", key), key
+
+
+def test_queries_load_and_cover_all_tasks(corpus, query_rows):
+    queries = load_queries(SAMPLE / "queries.jsonl", corpus)
+    assert len(queries) == len(query_rows) >= 80
+    tasks = Counter(q.task for q in queries)
+    assert set(tasks) == set(TASK_NAMES)
+    assert min(tasks.values()) >= 8, tasks
+    assert len({q.qid for q in queries}) == len(queries)
+    for query in queries:
+        assert query.query.target is not None
+        short = {"text": "t", "image": "i", "image,text": "(i,t)"}
+        assert query.task == f"{short[query.query.modality.value]}->{short[query.query.target.value]}"
+
+
+def test_positives_have_target_modality_and_are_the_whole_concept(rows, query_rows):
+    """Positives are correct by construction: every item of the query's concept in the target modality."""
+    by_id = {row["did"]: row for row in rows}
+    for query in query_rows:
+        positives = query["pos_cand_list"]
+        assert positives
+        for did in positives:
+            assert by_id[did]["modality"] == query["target_modality"], (query["qid"], did)
+            assert by_id[did]["concept"] == query["concept"], (query["qid"], did)
+        expected = [r["did"] for r in rows if r["concept"] == query["concept"]
+                    and r["modality"] == query["target_modality"]]
+        assert positives == expected, query["qid"]
+
+
+def test_query_images_are_not_corpus_images(rows, query_rows):
+    corpus_hashes = {hashlib.sha256((SAMPLE / r["img_path"]).read_bytes()).hexdigest() for r in rows if r["img_path"]}
+    corpus_sources = {row["source"] for row in rows}
+    image_queries = [q for q in query_rows if q["query_img_path"]]
+    assert len(image_queries) >= 40
+    for query in image_queries:
+        assert query["query_img_path"].startswith("query_images/")
+        digest = hashlib.sha256((SAMPLE / query["query_img_path"]).read_bytes()).hexdigest()
+        assert digest not in corpus_hashes, query["qid"]
+        assert query["source"] not in corpus_sources, query["qid"]
+    for query in query_rows:
+        if query["query_txt"]:
+            assert query["query_txt"] not in {row["txt"] for row in rows}
+
+
+def test_build_helpers_word_articles():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import build_sample_corpus as build
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    fur = "feline mammal usually having thick soft fur"
+    assert build._article(fur) == "a " + fur
+    assert build._article("oval reproductive body") == "an oval reproductive body"
+    assert build._article("(astronomy) a celestial body") == "(astronomy) a celestial body"
+    assert build._article("mushrooms and related fleshy fungi") == "mushrooms and related fleshy fungi"
+    assert build.a("owl") == "an owl" and build.a("violin") == "a violin"
+    assert build.a("scissors") == "scissors" and build.a("earth") == "the Earth"
