@@ -184,6 +184,8 @@ def test_registry_state_falls_back_to_the_offline_model_and_refuses_unavailable_
     name, note = state.default_embedder()
     assert name == "mmembed-mini"
     assert "'clip-b32' is unavailable here (weights not downloaded (offline))" in note
+    assert state.embedder_note("mmembed-mini") == note  # shown with every result the fallback produces
+    assert state.embedder_note("siglip-b16") is None
     labels = {choice.name: choice.label for choice in state.embedder_choices()}
     assert labels["mm-embed"] == "mm-embed — needs a GPU"
     assert labels["mmembed-mini"] == "mmembed-mini"

@@ -161,6 +161,7 @@ def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn |
         return {**cached, "query_image": request.image}
     started = time.perf_counter()
     retriever, note = state.retriever(request.embedder, progress)
+    note = note or state.embedder_note(request.embedder)
     query = Query(text=request.text, image=request.image, target=request.target)
     report(progress, 0, 1, "searching")
     result = retriever.search(query, k=request.depth, target=request.target, mode=request.mode)

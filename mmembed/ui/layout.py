@@ -11,6 +11,7 @@ import html
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mmembed.devices import zero_gpu
 from mmembed.progress import ProgressFn
 from mmembed.types import MMEmbedError
 from mmembed.ui import handlers as h
@@ -122,6 +123,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
             gr.DownloadButton(value=str(exported), interactive=True),
         )
 
+    @zero_gpu  # ZeroGPU Spaces attach a GPU only inside decorated calls; a no-op elsewhere
     def run_first(text, image, target, mode, top_k, embedder, depth, progress=gr.Progress()):  # noqa: B008
         try:
             request = h.parse_request(text, image, target, mode, top_k, embedder, depth, state=state)
@@ -132,11 +134,13 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
             gr.Warning(html.escape(note))
         return outputs_for(session, first=True)
 
+    @zero_gpu
     def run_second(session, rerank_on, reranker, progress=gr.Progress()):  # noqa: B008
         if not session:
             raise gr.Error("Run a search first.")
         return outputs_for(h.second_stage(state, session, reranker, bool(rerank_on), _progress_fn(progress)), False)
 
+    @zero_gpu
     def run_api(text, image, target, mode, top_k, rerank_on, embedder, reranker, depth, progress=gr.Progress()):  # noqa: B008
         try:
             return h.search(state, text, image, target, mode, top_k, bool(rerank_on), embedder, reranker, depth,

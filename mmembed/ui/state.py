@@ -111,6 +111,14 @@ class DemoState:
             raise BackendNotUsable("no embedder can run here; see `python -m mmembed prefetch --help`")
         return usable[0], f"Using '{usable[0]}': neither '{wanted}' nor '{fallback}' is available here."
 
+    def embedder_note(self, name: str) -> str | None:
+        """Why `name` runs instead of the configured embedder, when the page picked it as the fallback."""
+        try:
+            default, note = self.default_embedder()
+        except BackendNotUsable:
+            return None
+        return note if name == default and name != self.settings.embedder else None
+
     def default_reranker(self) -> str:
         choices = self.reranker_choices()
         names = [choice.name for choice in choices]

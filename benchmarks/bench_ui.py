@@ -1,0 +1,136 @@
+"""Demo server figures as JSON: cold start of `python app.py` with a cached index, first and steady query latency.
+
+    python benchmarks/bench_ui.py [--corpus sample_corpus/corpus.jsonl] [--embedder mmembed-mini] [--queries 20]
+
+1. warm-up: start app.py once and run one query, so the corpus index is built and cached on disk;
+2. cold start: start app.py again and time until the page answers HTTP 200 (the issue's "< 10 s");
+3. first query after that start (loads the model and the cached index), then `--queries` more through
+   the named `/search` endpoint with gradio_client: p50/p95;
+4. the same handler path in-process with the keyword fake embedder on a synthetic pool of `--fake-items`
+   items (what the UI itself costs, without a model).
+Timings depend on the machine's load; the JSON records the CPU count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+QUERIES = ["a cat", "a dog running on the beach", "a red apple", "how does a violin make sound?", "a boat at sea",
+           "a bird in a tree", "a city at night", "mountains with snow", "a plate of food", "a person riding a bike"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(env: dict[str, str], port: int) -> tuple[subprocess.Popen, float]:
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env={**env, "GRADIO_SERVER_PORT": str(port)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while time.perf_counter() - started < 120:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                if response.status == 200:
+                    return process, time.perf_counter() - started
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("app.py did not answer within 120 s")
+
+
+def _query(client, text: str, embedder: str, rerank: bool) -> tuple[float, dict]:
+    started = time.perf_counter()
+    out = client.predict(text=text, image=None, target="image", mode="natural", top_k=10, rerank_on=rerank,
+                         embedder=embedder, reranker=os.environ.get("MMEMBED_RERANKER", "smolvlm-256m"), depth=10,
+                         api_name="/search")
+    return (time.perf_counter() - started) * 1000, out
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"p50": round(statistics.median(ordered), 1),
+            "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1), "n": len(ordered)}
+
+
+def bench_server(corpus: Path, embedder: str, n_queries: int, rerank: bool) -> dict:
+    from gradio_client import Client
+
+    cache = tempfile.mkdtemp(prefix="mmembed-bench-ui-")
+    env = {**os.environ, "MMEMBED_CORPUS": str(corpus), "MMEMBED_CACHE_DIR": cache, "MMEMBED_EMBEDDER": embedder}
+    port = _free_port()
+    process, _ = _start(env, port)  # warm-up: builds and caches the index
+    try:
+        _query(Client(f"http://127.0.0.1:{port}/", verbose=False), QUERIES[0], embedder, False)
+    finally:
+        process.terminate()
+        process.wait(30)
+    process, cold = _start(env, port)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        first_ms, first = _query(client, QUERIES[1], embedder, rerank)
+        steady = [_query(client, f"{QUERIES[i % len(QUERIES)]} {i}", embedder, rerank)[0] for i in range(n_queries)]
+    finally:
+        process.terminate()
+        process.wait(30)
+    return {"cold_start_s": round(cold, 2), "first_query_ms": round(first_ms, 1), "query_ms": _percentiles(steady),
+            "embedder_used": first["embedder"], "rerank": first["reranked"]["status"],
+            "rerank_message": first["reranked"]["message"], "corpus_size": first["pool"]["size"]}
+
+
+def bench_fakes(n_items: int, n_queries: int) -> dict:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fakes import FakeReranker, KeywordEmbedder
+
+    from mmembed.config import Settings
+    from mmembed.corpus import Corpus
+    from mmembed.types import Item
+    from mmembed.ui import handlers as h
+    from mmembed.ui.state import DemoState
+
+    words = ["cat", "dog", "apple", "violin", "boat", "bird", "city", "snow", "food", "bike"]
+    items = tuple(Item(f"t{i}", text=f"{words[i % 10]} {words[(i * 7) % 10]} number {i}") for i in range(n_items))
+    state = DemoState(Settings(cache_dir=Path(tempfile.mkdtemp()), embedder="kw", rerank_top_k=10),
+                      corpus=Corpus(items, name="synthetic"), embedders={"kw": KeywordEmbedder(words, 0.5, "kw")},
+                      rerankers={"fake": FakeReranker()})
+    h.search(state, "cat", None, "text", "natural", 10, True, "kw", "fake")  # builds the index
+    times = []
+    for i in range(n_queries):
+        started = time.perf_counter()
+        h.search(state, f"{words[i % 10]} {i}", None, "text", "natural", 10, True, "kw", "fake")
+        times.append((time.perf_counter() - started) * 1000)
+    return {"items": n_items, "search_and_rerank_ms": _percentiles(times)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=ROOT / "sample_corpus" / "corpus.jsonl")
+    parser.add_argument("--embedder", default="mmembed-mini")
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--fake-items", type=int, default=2000)
+    parser.add_argument("--rerank", action="store_true", help="rerank in the server queries (needs reranker weights)")
+    args = parser.parse_args()
+    report = {"cpus": os.cpu_count(), "fakes": bench_fakes(args.fake_items, args.queries)}
+    if args.corpus.is_file():
+        report["server"] = bench_server(args.corpus.resolve(), args.embedder, args.queries, args.rerank)
+    else:
+        report["server"] = f"skipped: no corpus at {args.corpus}"
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
