@@ -92,3 +92,10 @@ def test_only_corpus_and_assets_are_served(served):
     secret.write_text("not for visitors")
     for path in (secret, Path(__file__).resolve(), Path("/etc/passwd")):
         assert _status(f"{base}/gradio_api/file={path}") in {403, 404}, path
+
+
+def test_uploads_over_the_cap_are_refused(client, tmp_path):
+    big = tmp_path / "huge.png"
+    big.write_bytes(b"\0" * (11 * 1024 * 1024))  # over launch_options' 10 MB
+    with pytest.raises(Exception, match="exceeds the maximum file size of 10485760 bytes"):
+        _search(client, text="", image=gradio_client.handle_file(str(big)))

@@ -23,13 +23,19 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright i
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     from mmembed.ui import build_demo, launch_options
+    from mmembed.ui.examples import Example
 
     state = make_state(tmp_path_factory.mktemp("ui-browser"))
     state._injected_rerankers = {"target-aware": TargetAwareReranker()}
-    demo = build_demo(state)
+    query_image = state.corpus_root() / "queries" / "dog_query.png"  # query images live with the corpus
+    query_image.parent.mkdir()
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(query_image)
+    examples = [Example("cat", None, "image", "natural", "t->i: cat"),
+                Example(None, str(query_image), "text", "filtered", "i->t: dog")]
+    demo = build_demo(state, examples=examples)
     demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(state))
     try:
-        yield demo.local_url, state
+        yield demo.local_url, state, examples
     finally:
         demo.close()
 
@@ -54,7 +60,7 @@ def card_ids(page, column: str) -> list[str]:
 def test_search_renders_both_columns_and_the_plot(app_url, page, tmp_path):
     from mmembed.ui import handlers as h
 
-    url, state = app_url
+    url, state, _ = app_url
     query_image = tmp_path / "cat_photo.png"  # the keyword fake reads "cat" from the file name
     Image.new("RGB", (64, 48), (200, 120, 40)).save(query_image)
     expected = h.search(state, "cat", str(query_image), "image", "natural", 4, True, "keyword", "target-aware")
@@ -105,7 +111,7 @@ def test_search_renders_both_columns_and_the_plot(app_url, page, tmp_path):
 
 
 def test_bad_upload_shows_a_visible_error(app_url, page, tmp_path):
-    url, _ = app_url
+    url, _, _ = app_url
     bomb = tmp_path / "empty.png"
     bomb.write_bytes(b"")
     page.goto(url)
@@ -116,3 +122,20 @@ def test_bad_upload_shows_a_visible_error(app_url, page, tmp_path):
     toast.wait_for()
     assert toast.is_visible()
     assert page.locator("#first-stage .mm-card").count() == 0
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_clicking_an_example_runs_it(app_url, page, index):
+    from mmembed.ui import handlers as h
+
+    url, state, examples = app_url
+    example = examples[index]
+    expected = h.search(state, example.text, example.image, example.target, example.mode, 10, True, "keyword",
+                        "target-aware")
+    page.goto(url)
+    page.get_by_text(example.label, exact=True).click()
+    page.locator("#reranked .mm-card").first.wait_for()
+    assert card_ids(page, "first-stage") == [hit["id"] for hit in expected["first_stage"]["hits"]]
+    assert card_ids(page, "reranked") == [hit["id"] for hit in expected["reranked"]["hits"]]
+    if example.mode == "filtered":
+        assert page.locator("#first-stage .mm-card.mm-miss").count() == 0
