@@ -225,3 +225,31 @@ def test_missing_corpus_is_a_clear_error(tmp_path):
                       embedders={"keyword": KeywordEmbedder(VOCAB)})
     with pytest.raises(h.MMEmbedError, match=r"The corpus could not be loaded \(corpus file not found: .*nowhere"):
         h.search(state, "cat", None, "image", "natural", 3, False, "keyword", None)
+
+
+def test_real_mllm_reranker_class_with_a_tiny_checkpoint(state, tmp_path):
+    """The UI drives the real MLLMReranker (tiny Idefics3 built here) end to end: image query included."""
+    pytest.importorskip("transformers")
+    from PIL import Image
+    from tiny_vlms import build_tiny_idefics3
+
+    from mmembed.rerankers.mllm import MLLMReranker
+
+    folder = build_tiny_idefics3(tmp_path / "tiny-idefics3")
+    state._injected_rerankers["tiny-mllm"] = MLLMReranker(model_id=str(folder), device="cpu", batch_size=4,
+                                                          feature_cache_dir=tmp_path / "features")
+    query_image = tmp_path / "cat_query.png"
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(query_image)
+    steps = []
+    request = h.parse_request("cat", str(query_image), "image", "natural", 4, "keyword", 6, state=state)
+    session = h.first_stage(state, request)
+    out = h.second_stage(state, session, "tiny-mllm", True, progress=lambda d, t, desc: steps.append(desc))["payload"]
+    reranked = out["reranked"]
+    assert reranked["status"] == "done", reranked["message"]
+    assert len(reranked["hits"]) == 4 and [hit["rank"] for hit in reranked["hits"]] == [1, 2, 3, 4]
+    assert all(0.0 <= hit["score"] <= 1.0 for hit in reranked["hits"])  # P("True")
+    scores = [hit["score"] for hit in reranked["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    candidates = {item_id for item_id, _ in session["candidates"]}
+    assert {hit["id"] for hit in reranked["hits"]} <= candidates
+    assert steps and steps[0] == "reranking 6 candidates"
