@@ -421,6 +421,10 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
         by_concept[concept.name][modality].append(did)
         attribution.append((did, source, license_, credit))
 
+    names = {c.name for c in CONCEPTS}
+    for concept in CONCEPTS:
+        if unknown := set(concept.narrower) - names:
+            raise BuildError(f"concept {concept.name}: unknown narrower concepts {sorted(unknown)}")
     for index, concept in enumerate(CONCEPTS):
         pics = list(pictures[concept.name])
         # the query image: a drawing or emoji (never a photo, photos are too few), kept out of the corpus
@@ -486,10 +490,13 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
                 image_path = used_query_images[picture.key]
                 source = picture.key
             query_modality = {"t": "text", "i": "image", "(i,t)": "image,text"}[source_mod]
+            # a query about flowers is answered by the roses and tulips too: narrower concepts' items count
+            covered = [concept.name, *concept.narrower]
+            positives = sorted(did for name in covered for did in by_concept[name][target])
             queries.append({
                 "qid": qid, "query_txt": text, "query_img_path": image_path, "query_modality": query_modality,
-                "pos_cand_list": list(by_concept[concept.name][target]), "task": task,
-                "target_modality": target, "topic": concept.topic, "concept": concept.name,
+                "pos_cand_list": positives, "task": task, "target_modality": target, "topic": concept.topic,
+                "concept": concept.name, "concepts": covered,
                 **({"source": source} if image_path else {}),
             })
 

@@ -30,6 +30,7 @@ class Concept:
     wordnet: str  # "<lemma>.<sense number>" of the noun sense whose gloss describes it
     clipart: str | None = None  # regex on openclipart titles (case-insensitive, whole words)
     emoji: tuple[str, ...] = ()  # Twemoji names (emoji.json "name", lower case)
+    narrower: tuple[str, ...] = ()  # concepts that are kinds of this one: their items are positives too
 
 
 C = Concept
@@ -70,7 +71,8 @@ CONCEPTS: tuple[Concept, ...] = (
     C("food", "egg", "egg.2", r"^(egg|fried eggs)\b", ("egg",)),
     C("food", "watermelon", "watermelon.2", r"^watermelon$", ("watermelon",)),
     # plants
-    C("plants", "flower", "flower.1", r"^(flower|dream flower)$", ("blossom", "hibiscus")),
+    C("plants", "flower", "flower.1", r"^(flower|dream flower)$", ("blossom", "hibiscus"),
+      ("dahlia", "allium", "rose", "tulip", "sunflower")),
     C("plants", "dahlia", "dahlia.1"),
     C("plants", "acanthus", "acanthus.1"),
     C("plants", "allium", "allium.1"),
@@ -78,7 +80,7 @@ CONCEPTS: tuple[Concept, ...] = (
     C("plants", "tulip", "tulip.1", r"\btulips?\b", ("tulip",)),
     C("plants", "sunflower", "sunflower.1", r"\bsunflower\b", ("sunflower",)),
     C("plants", "tree", "tree.1", r"^(tree|cartoon tree|fall coloured tree|oak tree|simple tree)$",
-      ("deciduous tree", "evergreen tree")),
+      ("deciduous tree", "evergreen tree"), ("palm tree",)),
     C("plants", "palm tree", "palm.3", None, ("palm tree",)),
     C("plants", "cactus", "cactus.1", r"^cactus$", ("cactus",)),
     C("plants", "mushroom", "mushroom.2", r"^mushroom$", ("mushroom", "brown mushroom")),
@@ -88,8 +90,8 @@ CONCEPTS: tuple[Concept, ...] = (
     C("space", "astronaut", "astronaut.1", None, ("astronaut", "man astronaut", "woman astronaut")),
     C("space", "galaxy", "galaxy.3", None, ("milky way",)),
     C("space", "moon", "moon.1", r"^(moon|moons|full moon)$", ("full moon symbol", "crescent moon")),
-    C("space", "star", "star.1", r"^stars?$", ("glowing star", "shooting star")),
-    C("space", "planet", "planet.1", r"^(planet|saturn)$", ("ringed planet",)),
+    C("space", "star", "star.1", r"^stars?$", ("glowing star", "shooting star"), ("sun",)),
+    C("space", "planet", "planet.1", r"^saturn$", ("ringed planet",), ("earth",)),
     C("space", "earth", "earth.1", r"^(earth globe|planet earth)$",
       ("earth globe europe-africa", "earth globe americas", "earth globe asia-australia")),
     C("space", "sun", "sun.1", r"^sun$", ("sun with face", "black sun with rays")),
@@ -102,7 +104,7 @@ CONCEPTS: tuple[Concept, ...] = (
     C("vehicles", "bicycle", "bicycle.1", r"^bicycle$", ("bicycle",)),
     C("vehicles", "train", "train.1", r"^kiddy train$", ("train", "steam locomotive", "high-speed train")),
     C("vehicles", "airplane", "airplane.1", r"^(military )?airplane$", ("airplane", "small airplane")),
-    C("vehicles", "boat", "boat.1", None, ("canoe", "motor boat", "speedboat")),
+    C("vehicles", "boat", "boat.1", None, ("canoe", "motor boat", "speedboat"), ("sailboat",)),
     C("vehicles", "sailboat", "sailboat.1", r"\bsailboats?\b", ("sailboat",)),
     C("vehicles", "ship", "ship.1", r"\bship$", ("ship", "passenger ship")),
     C("vehicles", "truck", "truck.1", r"^(big|small) truck$", ("delivery truck", "pickup truck")),
@@ -110,7 +112,7 @@ CONCEPTS: tuple[Concept, ...] = (
     C("vehicles", "helicopter", "helicopter.1", None, ("helicopter",)),
     C("vehicles", "motorcycle", "motorcycle.1", None, ("motorcycle", "motor scooter")),
     # landscapes and places
-    C("places", "mountain", "mountain.1", r"^mountains?$", ("snow-capped mountain", "mountain")),
+    C("places", "mountain", "mountain.1", r"^mountains?$", ("snow-capped mountain", "mountain"), ("volcano",)),
     C("places", "canyon", "canyon.1"),
     C("places", "house", "house.1", r"^(house|big house)$", ("house building", "house with garden")),
     C("places", "pagoda", "pagoda.1"),

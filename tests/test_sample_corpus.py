@@ -152,17 +152,21 @@ def test_queries_load_and_cover_all_tasks(corpus, query_rows):
 
 
 def test_positives_have_target_modality_and_are_the_whole_concept(rows, query_rows):
-    """Positives are correct by construction: every item of the query's concept in the target modality."""
+    """Positives are correct by construction: every item of the query's concept (and of the concepts that are
+    kinds of it: roses for "flower") in the target modality, and nothing else."""
     by_id = {row["did"]: row for row in rows}
     for query in query_rows:
         positives = query["pos_cand_list"]
         assert positives
+        assert query["concepts"][0] == query["concept"]
         for did in positives:
             assert by_id[did]["modality"] == query["target_modality"], (query["qid"], did)
-            assert by_id[did]["concept"] == query["concept"], (query["qid"], did)
-        expected = [r["did"] for r in rows if r["concept"] == query["concept"]
-                    and r["modality"] == query["target_modality"]]
+            assert by_id[did]["concept"] in query["concepts"], (query["qid"], did)
+        expected = sorted(r["did"] for r in rows if r["concept"] in query["concepts"]
+                          and r["modality"] == query["target_modality"])
         assert positives == expected, query["qid"]
+    flower = [q for q in query_rows if q["concept"] == "flower"]
+    assert all("rose" in q["concepts"] for q in flower)
 
 
 def test_query_images_are_not_corpus_images(rows, query_rows):
