@@ -21,7 +21,7 @@ import pytest
 from mmembed.embedders import EMBEDDERS
 from mmembed.hub import WeightsNotAvailableError
 from mmembed.images import ImageLoadError
-from mmembed.types import Item, Modality, Query
+from mmembed.types import Item, MMEmbedError, Modality, Query
 
 CLIP_CONTEXT = 77
 SIGLIP_CONTEXT = 16
@@ -343,3 +343,18 @@ def test_hub_id_resolves_from_the_offline_hf_cache_with_its_commit(models):
         np.testing.assert_allclose(embedder.embed_query(query), local.embed_query(query), atol=1e-6)
     finally:
         shutil.rmtree(repo)
+
+
+def test_int8_dynamic_quantisation_stays_close_to_float32(models, images):
+    items = _items(images)
+    exact = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cpu").embed_items(items)
+    int8 = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cpu", dtype="int8")
+    quantised = int8.embed_items(items)
+    assert quantised.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(quantised, axis=1), 1.0, atol=1e-5)
+    cosines = (exact * quantised).sum(axis=1)
+    assert cosines.min() > 0.95 and not np.allclose(quantised, exact, atol=1e-6)  # close, but really quantised
+    assert "|dtype=int8-dynamic|" in int8.fingerprint  # never mixed with float32 vectors in a cache
+    gpu = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cuda", dtype="int8")
+    with pytest.raises(MMEmbedError, match="runs on the CPU only"):
+        gpu.embed_query(Query(text="cat"))

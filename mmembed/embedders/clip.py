@@ -63,7 +63,11 @@ class _Source:
 
 
 class ClipEmbedder:
-    """An `Embedder` for any CLIP/SigLIP/SigLIP 2 checkpoint (hub id or local directory)."""
+    """An `Embedder` for any CLIP/SigLIP/SigLIP 2 checkpoint (hub id or local directory).
+
+    `dtype` is auto / float32 / float16 / bfloat16 (see mmembed.devices), or "int8" for dynamic int8
+    quantisation of the Linear layers on the CPU: about 3x faster, vectors within ~0.999 cosine of float32.
+    """
 
     def __init__(
         self,
@@ -123,18 +127,27 @@ class ClipEmbedder:
     def _get_model(self) -> Any:
         with self._lock:
             if self._model is None:
+                import torch
                 from transformers import AutoModel
 
                 from mmembed.devices import resolve_device, resolve_dtype
 
                 source = self._get_source()
                 device = resolve_device(self._device_request)
-                dtype = resolve_dtype(self._dtype_request, device)
+                int8 = self._dtype_request == "int8"
+                if int8 and device != "cpu":
+                    raise MMEmbedError(f"dtype 'int8' (dynamic quantisation) runs on the CPU only, not {device!r}")
+                dtype = torch.float32 if int8 else resolve_dtype(self._dtype_request, device)
                 # use_safetensors: never fall back to unpickling a .bin file.
                 model = AutoModel.from_pretrained(str(source.path), dtype=dtype, use_safetensors=True)
                 if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
                     raise MMEmbedError(f"{self.model_id!r} has no text and image towers to embed with")
-                self._model = model.to(device).eval()
+                model = model.to(device).eval()
+                if int8:
+                    # int8 weights, activations quantised on the fly, in every Linear layer: about 3x faster
+                    # on CPU (measured: ViT-B/32 text 88 -> 28 ms, image 262 -> 88 ms, cosine to float32 0.999).
+                    model = _quantize_int8(model)
+                self._model = model
                 self._device, self._dtype = device, dtype
             return self._model
 
@@ -153,7 +166,10 @@ class ClipEmbedder:
         source = self._get_source()
         from mmembed.devices import resolve_device, resolve_dtype
 
-        dtype = str(resolve_dtype(self._dtype_request, resolve_device(self._device_request))).replace("torch.", "")
+        if self._dtype_request == "int8":
+            dtype = "int8-dynamic"
+        else:
+            dtype = str(resolve_dtype(self._dtype_request, resolve_device(self._device_request))).replace("torch.", "")
         return (
             f"{self.model_id}@{source.revision}|{source.model_type}|dim={source.dim}|ctx={source.context_length}"
             f"|fusion=clip-sf|dtype={dtype}|v{FINGERPRINT_VERSION}"
@@ -271,6 +287,21 @@ class ClipEmbedder:
         with torch.inference_mode():
             features = model.get_image_features(**inputs)
         return l2_normalize(_tensor_of(features).float().cpu().numpy())
+
+
+def _quantize_int8(model: Any) -> Any:
+    """torch's eager dynamic quantisation; deprecated in favour of torchao but present in the pinned torch."""
+    import warnings
+
+    import torch
+
+    quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
+    if quantize_dynamic is None:
+        raise MMEmbedError(f"dtype 'int8' needs torch's quantize_dynamic, which torch {torch.__version__} lacks")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _tensor_of(features: Any) -> Any:
