@@ -124,13 +124,15 @@ def load_embedder(args: argparse.Namespace, workdir: Path, texts: list[str]) -> 
     from mmembed.hub import weights_available
 
     info = EMBEDDERS.info("clip-b32")
+    options = {"dtype": args.dtype}
     if args.model_id:
-        return EMBEDDERS.get("clip-b32", model_id=args.model_id), {"weights": "pretrained", "model": args.model_id}
+        return EMBEDDERS.get("clip-b32", model_id=args.model_id, **options), {"weights": "pretrained",
+                                                                              "model": args.model_id}
     if weights_available(info.hub_id, info.revision):
-        return EMBEDDERS.get("clip-b32"), {"weights": "pretrained", "model": info.hub_id}
+        return EMBEDDERS.get("clip-b32", **options), {"weights": "pretrained", "model": info.hub_id}
     log("real CLIP weights not cached: building a random-init full ViT-B/32")
     details = build_random_vit_b32(workdir / "clip-vit-b32-random", texts)
-    embedder = EMBEDDERS.get("clip-b32", model_id=str(workdir / "clip-vit-b32-random"))
+    embedder = EMBEDDERS.get("clip-b32", model_id=str(workdir / "clip-vit-b32-random"), **options)
     return embedder, {"weights": "random-init", "model": "CLIPConfig() defaults = ViT-B/32 architecture", **details}
 
 
@@ -172,7 +174,11 @@ def load_sample_corpus(workdir: Path, n_synthetic: int) -> tuple[list[Any], Any,
         corpus = load_corpus(path)
         return list(corpus.items), corpus, f"sample_corpus/corpus.jsonl ({len(corpus)} items)"
     items, description = synthetic_corpus(workdir, n_synthetic)
-    return items, None, description
+    try:
+        from mmembed.corpus import Corpus
+    except ImportError:
+        return items, None, description
+    return items, Corpus(tuple(items), name="bench-synthetic", root=workdir), description
 
 
 # ------------------------------------------------------------------------------ corpus index + queries
@@ -200,8 +206,10 @@ class CorpusSearch:
         self.index.add(vectors)
         return "embed_items + faiss.IndexFlatIP (mmembed.retriever not available)"
 
-    def search(self, query: Any) -> Any:
+    def search(self, query: Any, filtered_to: Any = None) -> Any:
         if self.retriever is not None:
+            if filtered_to is not None:
+                return self.retriever.search(query, k=K, target=filtered_to, mode="filtered")
             return self.retriever.search(query, k=K)
         vector = self.embedder.embed_query(query)
         return self.index.search(vector[None, :], K)
@@ -301,6 +309,14 @@ def bench_model(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             total.append(time.perf_counter() - t0)
         latency[label] = {"end_to_end": percentiles(total), "embed_only": percentiles(embed_only)}
         log(f"{label} query: p50 {latency[label]['end_to_end']['p50_ms']} ms end to end")
+    if search.retriever is not None and queries["text"]:
+        # filtered mode (FAISS ID selector restricted to images) costs the same as natural: check it.
+        total = []
+        for query in queries["text"]:
+            t0 = time.perf_counter()
+            search.search(query, filtered_to=Modality.IMAGE)
+            total.append(time.perf_counter() - t0)
+        latency["text->image filtered"] = {"end_to_end": percentiles(total)}
     return {"model": {"backend": embedder.name, "fingerprint": embedder.fingerprint,
                       "torch_threads_build": build_threads, "torch_threads_query": args.query_threads,
                       "faiss_threads_query": args.search_threads, **model_info},
@@ -472,7 +488,8 @@ def bench_faiss(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if knob_name:
                     point[knob_name] = value
                 sweep.append(point)
-                log(f"  {kind:5} n={n:,} {knob_name}={value}: recall@10 {point['recall@10']}, p50 {point['p50_ms']} ms")
+                setting = f" {knob_name}={value}" if knob_name else ""
+                log(f"  {kind:5} n={n:,}{setting}: recall@10 {point['recall@10']}, p50 {point['p50_ms']} ms")
             index.restore()
             faiss.omp_set_num_threads(build_threads)
             # The operating point: the fastest setting with recall@10 >= 0.95 (else the best recall); the
@@ -529,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query-threads", type=int, default=1, help="torch threads while serving single queries")
     parser.add_argument("--faiss-threads", type=int, default=0, help="FAISS threads for building (default: all)")
     parser.add_argument("--search-threads", type=int, default=1, help="FAISS threads for single-query search")
+    parser.add_argument("--dtype", default="auto", help="embedder dtype: auto (float32 on CPU) or int8 (dynamic)")
     parser.add_argument("--model-id", default=None, help="a CLIP checkpoint (hub id or folder) instead of clip-b32")
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-faiss", action="store_true")
