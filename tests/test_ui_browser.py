@@ -101,10 +101,15 @@ def test_search_renders_both_columns_and_the_plot(app_url, page, tmp_path):
     bar = rows.nth(2).locator(".mm-bar").bounding_box()
     assert box is not None and bar is not None and box["width"] == pytest.approx(bar["width"] * text_share, rel=0.05)
 
+    page.locator(f'#reranked .mm-card[data-id="{reranked_ids[0]}"]').click()  # clicking a card shows it
+    page.locator("#details td", has_text=reranked_ids[0]).first.wait_for()
+    details = page.locator("#details").inner_text()
+    assert "after reranking\t#1 · score" in details
+
     page.locator("#inspect input").click()
     page.get_by_role("option", name=f"#1 {first_ids[0]}", exact=False).first.click()
-    page.locator("#details table").wait_for()
-    assert first_ids[0] in page.locator("#details").inner_text()
+    page.locator("#details td", has_text=first_ids[0]).first.wait_for()
+    assert "after reranking" in page.locator("#details").inner_text()
 
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "ui-demo.png"), full_page=True)

@@ -23,7 +23,7 @@ from mmembed.ui.render import (
     render_status,
 )
 from mmembed.ui.state import DemoState
-from mmembed.ui.theme import CSS, HEADER, make_theme
+from mmembed.ui.theme import CARD_CLICK_JS, CSS, HEADER, make_theme
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -163,6 +163,10 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                 gr.Warning(html.escape(str(exc)))
         return render_details(details), gr.Image(value=picture, visible=picture is not None)
 
+    def show_clicked(session, clicked_value):
+        item_id = (clicked_value or "").split("|", 1)[0]  # "<id>|<time>": clicking the same card again still fires
+        return (*show_details(session, item_id or None), gr.Dropdown(value=item_id or None))
+
     with gr.Blocks(title="mmembed · multimodal retrieval with MLLMs") as demo:
         gr.HTML(HEADER)
         with gr.Row(equal_height=False):
@@ -210,7 +214,8 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                 bias_html = gr.HTML(elem_id="bias-summary")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                pick = gr.Dropdown([], label="Inspect a result", elem_id="inspect")
+                pick = gr.Dropdown([], label="Inspect a result (or click a card above)", elem_id="inspect")
+                clicked = gr.Textbox(visible="hidden", elem_id="clicked-id")  # set by CARD_CLICK_JS
                 details_html = gr.HTML(render_details(None), elem_id="details")
             with gr.Column(scale=2):
                 detail_image = gr.Image(label="Full image", type="pil", interactive=False, visible=False,
@@ -238,7 +243,8 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                                                show_progress_on=[first_html], **heavy), "_example")
         api_button.click(run_api, [text, image, target, mode, top_k, rerank_on, embedder, reranker, depth], api_json,
                          api_name="search", **heavy)
-        pick.change(show_details, [session, pick], [details_html, detail_image], api_name="details")
+        pick.input(show_details, [session, pick], [details_html, detail_image], api_name="details")
+        clicked.change(show_clicked, [session, clicked], [details_html, detail_image, pick], api_name="card_details")
         gr.on([embedder.change, reranker.change], lambda e, r: model_line(e, r), [embedder, reranker], status,
               api_name="model_status")
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
@@ -247,7 +253,8 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
 
 def launch_options(state: DemoState) -> dict[str, Any]:
     """What `Blocks.launch` needs besides host/port: theme, CSS, the served folders, the upload cap."""
-    return {"theme": make_theme(), "css": CSS, "allowed_paths": state.allowed_paths(), "max_file_size": MAX_UPLOAD}
+    return {"theme": make_theme(), "css": CSS, "head": CARD_CLICK_JS, "allowed_paths": state.allowed_paths(),
+            "max_file_size": MAX_UPLOAD}
 
 
 def launch(state: DemoState | None = None, **kwargs: Any) -> Callable[..., Any] | Any:

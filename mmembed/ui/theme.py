@@ -29,6 +29,8 @@ CSS = """
 .mm-note-error, .mm-note-unavailable { border-left: 4px solid #b45309; }
 .mm-card { display: flex; gap: .7rem; align-items: flex-start; padding: .5rem .6rem; border-radius: 10px;
   border: 1px solid var(--border-color-primary); background: var(--block-background-fill); }
+.mm-card { cursor: pointer; }
+.mm-card:hover { box-shadow: 0 1px 6px rgba(0, 0, 0, .12); }
 .mm-card.mm-match { border-left: 5px solid #16a34a; }
 .mm-card.mm-miss { border-left: 5px dashed #dc2626; opacity: .72; }
 .mm-rank { min-width: 2.6rem; font-weight: 700; font-size: 1.05rem; display: flex; flex-direction: column;
@@ -82,6 +84,21 @@ CSS = """
 .mm-legend-item i { display: inline-block; width: .8rem; height: .8rem; border-radius: 3px; margin-right: .3rem;
   vertical-align: -1px; }
 .mm-fulltext { margin-top: .6rem; white-space: pre-wrap; font-size: .92rem; }
+"""
+
+
+# Clicking a result card shows its details: "<id>|<time>" goes into a hidden textbox whose `change`
+# event runs the details handler (Gradio has no click event on HTML content).
+CARD_CLICK_JS = """
+<script>
+document.addEventListener("click", (event) => {
+  const card = event.target.closest && event.target.closest(".mm-card");
+  const box = document.querySelector("#clicked-id textarea, #clicked-id input");
+  if (!card || !box) return;
+  box.value = card.dataset.id + "|" + Date.now();
+  box.dispatchEvent(new Event("input", { bubbles: true }));
+});
+</script>
 """
 
 
