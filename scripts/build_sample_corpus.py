@@ -333,7 +333,8 @@ def gather_pictures(where: dict[str, Path], rng: random.Random) -> dict[str, lis
         seen_svg.add(digest)
         seen_names.add(path.name)
         creator = _CREATOR.search(data[:60000].decode("utf-8", "ignore"))
-        clip.extras["creator"] = creator.group(1).strip() if creator and creator.group(1).strip() else "unknown"
+        clip.extras["creator"] = (creator.group(1).strip() if creator and creator.group(1).strip()
+                                  else "an Open Clip Art Library contributor (no creator recorded in the SVG)")
         matches[concept.name].append(clip)
     for concept in CONCEPTS:
         clips = matches.get(concept.name, [])
@@ -568,7 +569,12 @@ def attribution_markdown(items: list[dict], attribution: list[tuple[str, str, st
         "- npm `emoji-datasource-twitter` 16.0.0: Twemoji, CC-BY 4.0, (c) Twitter, Inc and other contributors;"
         " keys `twemoji:<codepoints>`.",
         "- Debian `wordnet-base` 3.0: noun glosses rewritten as short passages; WordNet 3.0 Copyright 2006 by"
-        " Princeton University, all rights reserved under its permissive licence; keys `wordnet:<lemma>.n.<sense>`.",
+        " Princeton University, used under the WordNet 3.0 licence reproduced below; keys"
+        " `wordnet:<lemma>.n.<sense>`.",
+        "",
+        "### WordNet 3.0 licence (as the licence requires, reproduced with the passages derived from WordNet)",
+        "",
+        *[f"    {line}" if line else "" for line in wordnet_notice().splitlines()],
         "",
         "## Items and query images",
         "",
@@ -578,6 +584,17 @@ def attribution_markdown(items: list[dict], attribution: list[tuple[str, str, st
     for did, source, license_, credit in attribution:
         lines.append(f"| {did} | {source} | {license_} | {credit.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
+
+
+def wordnet_notice() -> str:
+    """The WordNet 3.0 licence text from Debian's copyright file (it must accompany every copy)."""
+    copyright_file = Path("/usr/share/doc/wordnet-base/copyright")
+    if not copyright_file.is_file():
+        raise BuildError(f"{copyright_file} is missing: apt-get install wordnet-base")
+    match = re.search(r"^License: WordNet3\.0\n((?: .*\n)+)", copyright_file.read_text(), re.M)
+    if match is None:
+        raise BuildError(f"no WordNet3.0 licence text in {copyright_file}")
+    return "\n".join("" if line.strip() == "." else line[1:] for line in match.group(1).splitlines())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,6 +122,9 @@ def test_attribution_lists_every_item_and_query_image(rows, query_rows):
             assert query["query_img_path"] in listed_ids, query["query_img_path"]
     for licence in ("CC-BY-2.0", "CC-BY-4.0", "CC0-1.0", "WordNet-3.0"):
         assert f"**{licence}**" in text
+    # the WordNet licence asks for its notice and disclaimer on every copy of derived data
+    assert "WordNet 3.0 Copyright 2006 by Princeton University" in text
+    assert 'PROVIDED "AS IS"' in text
 
 
 def test_total_size_under_30_mb():
