@@ -497,9 +497,22 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
             queries.append({
                 "qid": qid, "query_txt": text, "query_img_path": image_path, "query_modality": query_modality,
                 "pos_cand_list": positives, "task": task, "target_modality": target, "topic": concept.topic,
-                "concept": concept.name, "concepts": covered,
+                "concept": concept.name, "concepts": covered, "kind": "concept",
                 **({"source": source} if image_path else {}),
             })
+
+    # one query per photo, describing that very photo in other words: its only positive is the photo
+    did_of = {row["source"]: row["did"] for row in items}
+    concept_of = {c.name: c for c in CONCEPTS}
+    for photo in PHOTOS:
+        row = next(r for r in items if r["did"] == did_of[photo.key])
+        queries.append({
+            "qid": f"scq-{len(queries) + 1:04d}", "query_txt": photo.query, "query_img_path": None,
+            "query_modality": "text", "pos_cand_list": [row["did"]],
+            "task": "t->i" if row["modality"] == "image" else "t->(i,t)", "target_modality": row["modality"],
+            "topic": concept_of[photo.concept].topic, "concept": photo.concept, "concepts": [photo.concept],
+            "kind": "photo",
+        })
 
     # write
     staging = out.parent / f".{out.name}.new"

@@ -165,9 +165,15 @@ def test_positives_have_target_modality_and_are_the_whole_concept(rows, query_ro
         for did in positives:
             assert by_id[did]["modality"] == query["target_modality"], (query["qid"], did)
             assert by_id[did]["concept"] in query["concepts"], (query["qid"], did)
+        if query["kind"] == "photo":  # describes one photo in other words: that photo is the only positive
+            assert len(positives) == 1 and by_id[positives[0]]["source"].startswith(PHOTO_SOURCES)
+            continue
+        assert query["kind"] == "concept"
         expected = sorted(r["did"] for r in rows if r["concept"] in query["concepts"]
                           and r["modality"] == query["target_modality"])
         assert positives == expected, query["qid"]
+    photo_queries = [q for q in query_rows if q["kind"] == "photo"]
+    assert len({q["pos_cand_list"][0] for q in photo_queries}) == len(photo_queries) >= 15
     flower = [q for q in query_rows if q["concept"] == "flower"]
     assert all("rose" in q["concepts"] for q in flower)
 
