@@ -491,8 +491,9 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
                 image_path = used_query_images[picture.key]
                 source = picture.key
             query_modality = {"t": "text", "i": "image", "(i,t)": "image,text"}[source_mod]
-            # a query about flowers is answered by the roses and tulips too: narrower concepts' items count
-            covered = [concept.name, *concept.narrower]
+            # a picture of a rose answers "a picture of a flower": narrower concepts' images count too; a
+            # passage about roses does not describe a flower in general, so text targets stay strict
+            covered = [concept.name, *concept.narrower] if target != "text" else [concept.name]
             positives = sorted(did for name in covered for did in by_concept[name][target])
             queries.append({
                 "qid": qid, "query_txt": text, "query_img_path": image_path, "query_modality": query_modality,
