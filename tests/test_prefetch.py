@@ -86,11 +86,13 @@ def test_unknown_name_fails_before_anything_is_downloaded(downloads):
     assert downloads == []
 
 
-def test_offline_is_refused_with_a_clear_message(downloads, monkeypatch):
+def test_offline_is_refused_with_a_clear_message(downloads, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WeightsNotAvailableError, match="HF_HUB_OFFLINE"):
+    with pytest.raises(WeightsNotAvailableError, match="cannot download with HF_HUB_OFFLINE set; unset it"):
         prefetch_cli.run(_parse("--embedder", "clip-b32"))
     assert downloads == []
+    assert capsys.readouterr().err == ""  # no "downloading ..." line before the refusal
+    assert prefetch_cli.run(_parse("--embedder", "mmembed-mini")) == 0  # nothing to download: fine offline
 
 
 def test_network_failure_becomes_one_line_naming_the_model(monkeypatch):

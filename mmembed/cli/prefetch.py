@@ -83,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
                            "(--list shows the names)")
     infos = [(kind, _registry(kind).info(name)) for kind, name in wanted]  # unknown names fail before any download
 
-    from mmembed.hub import WeightsNotAvailableError, prefetch
+    from mmembed.hub import WeightsNotAvailableError, is_offline, prefetch
 
+    if is_offline() and any(info.hub_id for _, info in infos):
+        raise WeightsNotAvailableError("cannot download with HF_HUB_OFFLINE set; unset it (and TRANSFORMERS_OFFLINE) "
+                                       "on a machine with network and run this again")
     for kind, info in infos:
         if not info.hub_id:
             print(f"{info.name}: nothing to download (ships with mmembed)")
