@@ -43,7 +43,7 @@ def wrong_modality_rate(hits: Sequence[Hit], target: Modality | None, k: int | N
     """Share of the first k hits whose modality differs from `target`; None without a target or hits."""
     if target is None:
         return None
-    top = list(hits[:k] if k is not None else hits)
+    top = list(hits[: max(k, 0)] if k is not None else hits)  # a negative k must not mean "all but the last"
     if not top:
         return None
     return sum(hit.item.modality is not target for hit in top) / len(top)

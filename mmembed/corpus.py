@@ -197,12 +197,17 @@ def load_hf_dataset(
     import datasets
 
     location = Path(name_or_path).expanduser()
-    if location.is_dir() and any((location / name).exists() for name in ("state.json", "dataset_dict.json")):
-        dataset = datasets.load_from_disk(str(location))  # written by Dataset(Dict).save_to_disk
-    elif location.is_dir():
-        dataset = datasets.load_dataset("imagefolder", data_dir=str(location))
-    else:
-        dataset = datasets.load_dataset(str(name_or_path))
+    try:
+        if location.is_dir() and any((location / name).exists() for name in ("state.json", "dataset_dict.json")):
+            dataset = datasets.load_from_disk(str(location))  # written by Dataset(Dict).save_to_disk
+        elif location.is_dir():
+            dataset = datasets.load_dataset("imagefolder", data_dir=str(location))
+        else:
+            dataset = datasets.load_dataset(str(name_or_path))
+    except (FileNotFoundError, ConnectionError, OSError, ValueError) as exc:
+        hint = " (offline? download it once with network, then save_to_disk)" if not location.exists() else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValidationError(f"dataset {name_or_path}: cannot load it{hint}: {first}") from exc
     if isinstance(dataset, datasets.DatasetDict):
         if split not in dataset:
             raise ValidationError(f"dataset {name_or_path}: no split {split!r}; has {', '.join(dataset)}")
@@ -225,25 +230,101 @@ def load_hf_dataset(
         seen[item_id] = row_no
         text = row.get(text_column) if text_column else None
         image = row.get(image_column) if image_column else None
+        if text is not None and not isinstance(text, str):
+            problems.append(f"{where}: text column {text_column!r} holds {type(text).__name__}, not a string")
+            continue
+        if isinstance(image, dict):  # an Image feature with decode=False: {"path", "bytes"}
+            image = image.get("path")
+        if isinstance(image, str):  # a column of file paths, relative to the dataset folder
+            image = (location / image).resolve() if location.is_dir() else Path(image).resolve()
+            if why := _check_image(image):
+                problems.append(f"{where}: {why}")
+                continue
         meta = {k: v for k, v in row.items() if k not in {image_column, text_column, id_column}
                 and isinstance(v, (str, int, float, bool))}
         try:
-            items.append(Item(item_id, text=text if isinstance(text, str) else None, image=image, meta=meta))
+            items.append(Item(item_id, text=text, image=image, meta=meta))
         except ValidationError as exc:
             problems.append(f"{where}: {_strip_prefix(str(exc))}")
     if problems:
         raise CorpusValidationError(str(name_or_path), problems)
+    if not items:
+        raise CorpusValidationError(str(name_or_path), [f"split {split!r} holds no rows"])
     name = location.name if location.exists() else str(name_or_path).replace("/", "__")
     return Corpus(tuple(items), name=name, root=location if location.is_dir() else None)
 
 
+_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".tsv")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_folder(path: str | Path, *, check_images: bool = True) -> Corpus:
+    """A plain folder as a corpus: each image is an item, captioned by a .txt file of the same stem if
+    there is one (image+text); a .txt file without an image is a text item. Ids are the relative paths
+    without suffix (``animals/cat``), so they stay stable when files are added."""
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"corpus folder not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(root).parts))
+    by_stem: dict[Path, dict[str, Path]] = {}
+    for file in files:
+        suffix = file.suffix.lower()
+        kind = "image" if suffix in IMAGE_SUFFIXES else "text" if suffix == ".txt" else None
+        if kind is None:
+            continue
+        stem = file.relative_to(root).with_suffix("")
+        slot = by_stem.setdefault(stem, {})
+        if kind in slot:
+            slot.setdefault("clash", slot[kind])  # cat.jpg and cat.png: which one is "cat"?
+        slot[kind] = file
+    problems: list[str] = []
+    items: list[Item] = []
+    for stem, found in by_stem.items():
+        item_id = stem.as_posix()
+        where = f"{item_id}"
+        if "clash" in found:
+            problems.append(f"{where}: two images share this name ({found['clash'].name}, {found['image'].name})")
+            continue
+        text = None
+        if "text" in found:
+            try:
+                text = found["text"].read_text(encoding="utf-8").strip() or None
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"{found['text'].relative_to(root)}: cannot read text ({exc})")
+                continue
+            if text is None and "image" not in found:
+                problems.append(f"{found['text'].relative_to(root)}: empty text and no image")
+                continue
+        image = found.get("image")
+        if image is not None and check_images and (why := _check_image(image)):
+            problems.append(f"{image.relative_to(root)}: {why}")
+            continue
+        items.append(Item(item_id, text=text, image=image, meta={"source": str(image or found["text"])}))
+    if problems:
+        raise CorpusValidationError(str(root), problems)
+    if not items:
+        raise CorpusValidationError(str(root), ["the folder holds no images (" + ", ".join(IMAGE_SUFFIXES)
+                                                + ") or .txt files"])
+    return Corpus(tuple(items), name=root.name, root=root)
+
+
 def load_corpus(path_or_name: str | Path, **options: Any) -> Corpus:
-    """Dispatch on what `path_or_name` is: a .jsonl file -> M-BEIR; anything else -> datasets."""
+    """Dispatch on what `path_or_name` is: a .jsonl file (or a folder holding corpus.jsonl) -> M-BEIR;
+    a `save_to_disk` dataset or an imagefolder with metadata -> datasets; another folder -> images and
+    .txt captions; anything else -> a Hugging Face hub dataset name."""
     path = Path(path_or_name).expanduser()
     if path.suffix == ".jsonl":
         return load_mbeir_jsonl(path, **options)
-    if path.is_dir() and (path / "corpus.jsonl").is_file():
-        return load_mbeir_jsonl(path / "corpus.jsonl", **options)
+    if path.is_dir():
+        if (path / "corpus.jsonl").is_file():
+            return load_mbeir_jsonl(path / "corpus.jsonl", **options)
+        hf_markers = ("state.json", "dataset_dict.json", "metadata.csv", "metadata.jsonl")
+        if not any((path / marker).exists() for marker in hf_markers):
+            return load_folder(path, **options)
+    elif path.is_absolute() or str(path_or_name).startswith((".", "~")) or path.suffix in _FILE_SUFFIXES:
+        # Looks like a local path, not an "owner/name" hub id: say so instead of asking the hub.
+        raise FileNotFoundError(f"corpus not found: {path}")
     return load_hf_dataset(path_or_name, **options)
 
 

@@ -44,6 +44,22 @@ HNSW_EF_SEARCH = 128
 IVF_NPROBE = 32
 
 
+# IVF-PQ must train its coarse lists and codebooks on the pool itself; below this many vectors the
+# training is meaningless (FAISS refuses outright under 2**nbits points) and exact search is faster anyway.
+IVFPQ_MIN_ITEMS = 1000
+
+
+def effective_index_type(index_type: str, n: int) -> str:
+    """The index type actually built for `n` vectors: ivfpq on a tiny pool becomes exact (flat)."""
+    if index_type not in INDEX_TYPES:
+        raise ValidationError(f"unknown index type {index_type!r}; use one of: {', '.join(INDEX_TYPES)}")
+    if index_type == "ivfpq" and n < IVFPQ_MIN_ITEMS:
+        warnings.warn(f"ivfpq needs at least {IVFPQ_MIN_ITEMS} items to train; the {n}-item pool uses exact "
+                      "(flat) search instead", stacklevel=3)
+        return "flat"
+    return index_type
+
+
 class IndexCacheWarning(UserWarning):
     """A cached index or embedding file was stale or corrupt and is being rebuilt."""
 
@@ -71,11 +87,10 @@ class VectorIndex:
               index_type: str = "flat") -> VectorIndex:
         import numpy as np
 
-        if index_type not in INDEX_TYPES:
-            raise ValidationError(f"unknown index type {index_type!r}; use one of: {', '.join(INDEX_TYPES)}")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(ids):
             raise ValueError(f"expected ({len(ids)}, dim) vectors, got shape {vectors.shape}")
+        index_type = effective_index_type(index_type, len(vectors))
         index = make_faiss_index(vectors, index_type)
         codes = np.array([_MODALITY_CODES[Modality.parse(m)] for m in modalities], dtype=np.int8)
         return cls(index, list(ids), codes, index_type)
@@ -220,8 +235,7 @@ def load_or_build_index(corpus: Corpus, embedder: Embedder, cache_dir: Path, *, 
                         progress: ProgressFn | None = None) -> VectorIndex:
     """The index for (corpus, embedder, index_type): loaded from the cache when its fingerprint matches,
     otherwise built (embedding only what the shard cache lacks) and saved."""
-    if index_type not in INDEX_TYPES:
-        raise ValidationError(f"unknown index type {index_type!r}; use one of: {', '.join(INDEX_TYPES)}")
+    index_type = effective_index_type(index_type, len(corpus))
     folder = cache_folder(cache_dir, corpus.name, embedder.name, embedder.fingerprint)
     expected = _fingerprint(embedder, corpus, index_type=index_type)
     loaded = _load_index(folder, index_type, expected, corpus)

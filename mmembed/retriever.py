@@ -112,18 +112,20 @@ def load_embedder_with_fallback(settings: Settings, name: str | None = None) -> 
     """
     from mmembed.embedders import EMBEDDERS
     from mmembed.hub import WeightsNotAvailableError
+    from mmembed.registry import BackendUnavailableError
 
     wanted = name or settings.embedder
     try:
         embedder = EMBEDDERS.get(wanted, device=settings.device)
         embedder.embed_query(Query(text="warm-up"))
         return embedder, None
-    except WeightsNotAvailableError as exc:
+    except (WeightsNotAvailableError, BackendUnavailableError) as exc:
+        # Only "cannot run here" falls back; an unknown name or a broken corpus is the user's to fix.
         fallback = settings.fallback_embedder
         if not fallback or fallback == wanted:
             raise
-        note = (f"'{wanted}' is not available offline ({exc}); using the offline model "
-                f"'{fallback}' shipped with mmembed instead")
+        why = "is not available offline" if isinstance(exc, WeightsNotAvailableError) else "cannot run here"
+        note = f"'{wanted}' {why} ({exc}); using the offline model '{fallback}' shipped with mmembed instead"
         warnings.warn(note, stacklevel=2)
         try:
             embedder = EMBEDDERS.get(fallback, device=settings.device)

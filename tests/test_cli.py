@@ -6,7 +6,7 @@ import json
 
 import pytest
 from fakes import KeywordEmbedder
-from test_retrieval_core import VOCAB, write_corpus
+from retrieval_helpers import VOCAB, write_corpus
 
 from mmembed.cli import main
 from mmembed.embedders import EMBEDDERS
@@ -46,8 +46,9 @@ def test_search_human_output_marks_wrong_modality(cli_env, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "3 results (mmembed-mini, mode natural, target image)"
     assert out[1].startswith("  1. +1.0000 !text") and "t-cat" in out[1]
-    assert "it-cat" in out[2] and "[cat_2.png] A sleeping cat." in out[2]
+    assert "it-cat" in out[2] and "cat_2.png] A sleeping cat." in out[2]
     assert out[3].startswith("  3. ") and " image " in out[3] and "i-cat" in out[3]
+    assert out[3].endswith(str(cli_env / "corpus/images/cat.png"))  # a path a person can open
     assert out[-1] == "wrong-modality rate: 67% of the top 3 ('!' marks them)"
 
 
@@ -94,3 +95,30 @@ def test_errors_are_one_line_and_exit_1(cli_env, capsys, argv, message):
 def test_debug_shows_the_traceback(cli_env):
     with pytest.raises(Exception, match="unknown embedder 'nope'"):
         main(["--debug", "search", "x", "--embedder", "nope"])
+
+
+def test_image_query_and_relative_paths(cli_env, capsys, monkeypatch):
+    monkeypatch.chdir(cli_env)
+    assert main(["search", "--image", "corpus/images/violin.png", "--target", "text", "-k", "2",
+                 "--embedder", "mmembed-mini"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "2 results (mmembed-mini, mode natural, target text)"
+    assert "i-violin" in out[1] and out[1].endswith(" corpus/images/violin.png") and " !image " in out[1]
+
+
+def test_index_build_with_hnsw_and_eval_json(cli_env, capsys):
+    assert main(["index", "build", "--embedder", "mmembed-mini", "--index-type", "hnsw"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("indexed 8 items of 'corpus' with mmembed-mini (7-d, hnsw)")
+    assert "embedding corpus" in captured.err  # the tqdm progress bar goes to stderr
+    assert main(["eval", "--embedder", "mmembed-mini", "--mode", "filtered", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["mode"] == "filtered" and data["recall"]["t->i"] == {"R@1": 1.0, "R@5": 1.0, "R@10": 1.0}
+
+
+def test_bad_corpus_lists_its_problems_and_exits_1(cli_env, capsys, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"did": "a", "txt": "x"}\n{"did": "a", "txt": "y"}\n')
+    assert main(["search", "x", "--corpus", str(bad), "--embedder", "mmembed-mini"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: 1 problem(s):") and "line 2 (did 'a'): duplicate id" in err

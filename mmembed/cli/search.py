@@ -55,10 +55,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     for hit in result.hits:
         marker = " " if result.target is None or hit.item.modality is result.target else "!"
-        shown = snippet(hit.item.text) or (Path(hit.item.image).name if hit.item.image is not None else "")
+        shown = snippet(hit.item.text) or _image_label(hit.item.image)
         if hit.item.text and hit.item.image is not None:
-            shown = f"[{Path(hit.item.image).name}] {shown}"
+            shown = f"[{_image_label(hit.item.image)}] {shown}"
         print(f"{hit.rank:>3}. {hit.score:+.4f} {marker}{hit.item.modality.label:<10} {hit.item.id:<12} {shown}")
     if wrong is not None:
         print(f"wrong-modality rate: {wrong:.0%} of the top {len(result.hits)} ('!' marks them)")
     return 0
+
+
+def _image_label(image: object) -> str:
+    """A path a person can open: relative to the working folder when under it, else absolute."""
+    if image is None:
+        return ""
+    if not isinstance(image, (str, Path)):
+        return "(in-memory image)"
+    path = Path(image)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
