@@ -217,3 +217,24 @@ def test_answer_tokens_with_a_real_byte_level_bpe() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert fast.convert_ids_to_tokens(list(answer_token_ids(fast, "assistant\n"))) == ["True", "False"]
+
+
+def test_precompute_image_features_fills_the_cache(reranker, images, tmp_path: Path) -> None:
+    fresh = MLLMReranker(model_id=reranker.model_id, device="cpu", feature_cache_dir=tmp_path)
+    items = [*_items(images), Item("broken", image=str(images["broken"]))]
+    assert fresh.precompute_image_features(items) == 3  # red, blue, big; the broken one is skipped
+    misses = fresh.feature_cache.misses
+    fresh.score(Query(text="red cat"), items[:5])
+    assert fresh.feature_cache.misses == misses
+
+
+def test_length_batches_limit_padding_and_size() -> None:
+    from mmembed.rerankers.mllm import _length_batches
+
+    lengths = [100, 30, 101, 31, 29, 200, 100]
+    batches = _length_batches(lengths, batch_size=2)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert batches == [[4, 1], [3], [0, 6], [2], [5]]
+    for batch in batches:
+        longest, real = max(lengths[i] for i in batch), sum(lengths[i] for i in batch)
+        assert len(batch) <= 2 and len(batch) * longest - real <= 0.1 * real

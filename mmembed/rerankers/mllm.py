@@ -274,16 +274,34 @@ class MLLMReranker:
             prefix = _common_prefix([s.keys for s in sequences])
             prefix = min(prefix, min(len(s.keys) for s in sequences) - 1)  # every candidate keeps >= 1 token
             cache = self._run_prefix(sequences[0], prefix) if prefix > 0 else None
-            order = sorted(range(len(pairs)), key=lambda i: len(sequences[i].keys))  # similar lengths batch well
+            lengths = [len(s.keys) - prefix for s in sequences]
             done = 0
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
+            for batch in _length_batches(lengths, self.batch_size):
                 probabilities = self._run_suffixes([sequences[i] for i in batch], prefix, cache)
                 for i, p in zip(batch, probabilities, strict=True):
                     scores[pairs[i].index] = p
                 done += len(batch)
                 report(progress, done, len(pairs), "reranking")
         return scores
+
+    def precompute_image_features(self, items: Sequence[Item], *, progress: ProgressFn | None = None) -> int:
+        """Encode (and cache) the images of `items` now, e.g. when an index is built; returns how many were new."""
+        import torch
+
+        if self._load().model_type not in FAST_PATH_TYPES:
+            return 0
+        with_images = [item for item in items if item.image is not None]
+        before = self.feature_cache.misses
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unusable images are reported when they are scored
+            pairs, _ = self._pairs(Query(text="-"), with_images)
+        pairs = [pair for pair in pairs if pair.hashes]
+        with self._run_lock, torch.inference_mode():
+            for start in range(0, len(pairs), self.batch_size):
+                batch = pairs[start : start + self.batch_size]
+                self._image_features(batch, [self._encode(pair) for pair in batch])
+                report(progress, min(start + self.batch_size, len(pairs)), len(pairs), "encoding images for reranking")
+        return self.feature_cache.misses - before
 
     def _image_features(self, pairs: list[_Pair], encoded: list[Any]) -> dict[str, torch.Tensor]:
         """Projected features of every image in `pairs`, from the cache or computed (batched) and cached."""
@@ -419,6 +437,25 @@ class _Sequence:
 def _p_true(pair_logits: torch.Tensor) -> float:
     """softmax over the ("True", "False") logits, in float32 whatever the model's dtype."""
     return float(pair_logits.float().softmax(-1)[0])
+
+
+def _length_batches(lengths: list[int], batch_size: int, waste: float = 0.1) -> list[list[int]]:
+    """Indices grouped into batches of similar length: padding costs as much compute as real tokens on a CPU,
+    so a batch only grows while its padded tokens stay within `waste` of its real tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        grown = [*current, i]
+        real = sum(lengths[j] for j in grown)
+        padded = len(grown) * lengths[i]  # ascending order: the newest is the longest
+        if current and (len(grown) > batch_size or padded - real > waste * real):
+            batches.append(current)
+            grown = [i]
+        current = grown
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _common_prefix(sequences: list[list[Any]]) -> int:

@@ -1,0 +1,239 @@
+"""Top-10 MLLM reranking latency on the CPU: the fast path (`MLLMReranker.score`) against the naive per-pair loop
+(`MLLMReranker.score_naive`), same model, same queries, same run. Prints one JSON object.
+
+Model: the SmolVLM-256M-Instruct architecture (Idefics3: SigLIP-base 512px/16 vision encoder, pixel-shuffle
+scale 4 -> 64 image tokens, SmolLM2-135M text model). The real checkpoint is used when it is in the local HF
+cache; otherwise the same architecture is initialised randomly (compute cost does not depend on the weights'
+values) with an offline word-level tokenizer of the real vocabulary size, and prompts sized like real ones
+(the JSON says which, and how many tokens the prompts had).
+
+Candidates: 10 per query, mixed: 2 captions, 2 passages (~120 words), 3 images, 3 images with captions.
+Queries cycle through text, image and image+text (a reference image + a modification), each with its own image
+so the query image is encoded in every timed run. Corpus image features are computed on first use and cached
+(as in the app, where they are computed when the index is built): the first fast-path run is reported apart
+as `cold_first_query_s`; p50/p95 are over the warm runs.
+
+    .venv/bin/python benchmarks/bench_rerank.py --repeats 3        # about 5-10 minutes on 2 cores
+    .venv/bin/python benchmarks/bench_rerank.py --quick            # one query per modality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+HUB_ID = "HuggingFaceTB/SmolVLM-256M-Instruct"
+SMOLVLM_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
+    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+# SmolVLM-256M-Instruct's config.json (Idefics3): the sizes that set the compute cost.
+TEXT_CONFIG = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+               "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49280, "rms_norm_eps": 1e-5,
+               "rope_theta": 100000.0, "max_position_embeddings": 8192, "tie_word_embeddings": False}
+VISION_CONFIG = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+                 "image_size": 512, "patch_size": 16}
+SCALE_FACTOR = 4  # (512 / 16)^2 / 4^2 = 64 image tokens per image
+WORDS = [
+    "the", "a", "of", "on", "in", "with", "and", "is", "at", "by", "for", "to", "from", "red", "blue", "green",
+    "small", "large", "old", "new", "dog", "cat", "bird", "car", "house", "tree", "river", "street", "city",
+    "people", "man", "woman", "child", "table", "food", "water", "sky", "beach", "mountain", "snow", "night",
+    "photo", "picture", "view", "close", "up", "image", "shows", "two", "three", "standing", "sitting", "near",
+    "under", "over", "next", "behind",
+]
+
+
+def _tokenizer():
+    """Word-level tokenizer with SmolVLM's special tokens and its vocabulary size (49152 + specials)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from mmembed.rerankers import prompts
+
+    words = set(WORDS) | {"User", "Assistant", "True", "False", "Query", "Candidate"}
+    for text in [*prompts.QUESTIONS.values(), prompts.ANSWER_HINT]:
+        words |= set(text.replace("?", " ").replace(".", " ").split())
+    vocab = {"<unk>": 0}
+    for word in sorted(words) + list(":?.,\n"):
+        vocab.setdefault(word, len(vocab))
+    while len(vocab) < 49152:  # filler entries: only the size matters (embedding table, LM head)
+        vocab[f"tok{len(vocab)}"] = len(vocab)
+    specials = ["<|im_start|>", "<end_of_utterance>", "<image>", "<fake_token_around_image>", "<global-img>",
+                "<|endoftext|>"]
+    for special in specials:
+        vocab[special] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", "removed"),
+                                                 pre_tokenizers.Split(Regex(r"[^A-Za-z0-9<>|_\-]"), "isolated")])
+    tok.add_special_tokens(["<unk>", *specials])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<end_of_utterance>",
+                                   pad_token="<|endoftext|>")
+
+
+def _random_smolvlm(threads: int):
+    import torch
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    from mmembed.rerankers.mllm import MLLMReranker
+
+    tokenizer = _tokenizer()
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessorPil(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512}),
+        tokenizer=tokenizer, image_seq_len=64, chat_template=SMOLVLM_TEMPLATE)
+    config = Idefics3Config(text_config={**TEXT_CONFIG, "pad_token_id": tokenizer.pad_token_id},
+                            vision_config=VISION_CONFIG, scale_factor=SCALE_FACTOR,
+                            image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                            pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = Idefics3ForConditionalGeneration(config).float().eval()
+    return MLLMReranker.from_model(model, processor, name="smolvlm-256m-random", batch_size=10)
+
+
+def _words(rng, n: int) -> str:
+    return " ".join(rng.choice(WORDS, size=n))
+
+
+def _scenario(folder: Path, rng, index: int):
+    """(query, 10 mixed candidates); every image file is new, so nothing is cached across queries by accident."""
+    from PIL import Image
+
+    from mmembed.types import Item, Query
+
+    def image(name: str) -> str:
+        path = folder / f"{name}.jpg"
+        Image.fromarray((rng.random((480, 640, 3)) * 255).astype("uint8")).save(path, quality=85)
+        return str(path)
+
+    items = [Item(f"cap{i}", text=_words(rng, 15)) for i in range(2)]
+    items += [Item(f"psg{i}", text=_words(rng, 120)) for i in range(2)]
+    items += [Item(f"img{i}", image=image(f"q{index}-img{i}")) for i in range(3)]
+    items += [Item(f"it{i}", text=_words(rng, 12), image=image(f"q{index}-it{i}")) for i in range(3)]
+    order = rng.permutation(len(items))
+    items = [items[i] for i in order]
+    kind = ("text", "image", "image+text")[index % 3]
+    if kind == "text":
+        query = Query(text=_words(rng, 10))
+    elif kind == "image":
+        query = Query(image=image(f"q{index}-query"))
+    else:
+        query = Query(text="make it " + _words(rng, 6), image=image(f"q{index}-query"))
+    return kind, query, items
+
+
+def _percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2, help="timed queries per query modality (default 2)")
+    parser.add_argument("--quick", action="store_true", help="one timed query per modality")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the machine has 2 cores)")
+    parser.add_argument("--naive-every", type=int, default=1,
+                        help="run the naive loop on every Nth query only (it is slow); 1 = all")
+    args = parser.parse_args()
+    import numpy as np
+    import torch
+
+    from mmembed.hub import weights_available
+
+    torch.set_num_threads(args.threads)
+    repeats = 1 if args.quick else args.repeats
+    started = time.perf_counter()
+    if weights_available(HUB_ID):
+        from mmembed.rerankers import RERANKERS
+
+        reranker = RERANKERS.get("smolvlm-256m", device="cpu", batch_size=10, feature_cache_dir=None)
+        reranker._load()
+        weights = f"real ({HUB_ID} from the local HF cache)"
+    else:
+        reranker = _random_smolvlm(args.threads)
+        weights = ("random init: SmolVLM-256M-Instruct architecture (Idefics3, SigLIP-base/16 at 512px, 64 image "
+                   "tokens, SmolLM2-135M); real weights not in the HF cache (offline). Word-level tokenizer of the "
+                   "real vocabulary size; prompts sized like real ones (see prompt_tokens)")
+    load_s = time.perf_counter() - started
+    loaded = reranker._load()
+    params = sum(p.numel() for p in loaded.model.parameters())
+
+    rng = np.random.default_rng(0)
+    folder = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
+    fast_times: dict[str, list[float]] = {"text": [], "image": [], "image+text": []}
+    naive_times: dict[str, list[float]] = {"text": [], "image": [], "image+text": []}
+    max_diff = 0.0
+    prompt_tokens: list[int] = []
+
+    # Warm-up + cold run: the first query pays for encoding its corpus images (the app does this at index time).
+    kind, query, items = _scenario(folder, rng, 0)
+    t0 = time.perf_counter()
+    reranker.score(query, items)
+    cold_s = time.perf_counter() - t0
+    for index in range(3 * repeats):
+        kind, query, items = _scenario(folder, rng, index)
+        # Corpus features of this scenario's images are computed once, untimed, as at index time.
+        reranker.precompute_image_features(items)
+        pairs, _ = reranker._pairs(query, items)
+        prompt_tokens += [int(reranker._encode(p)["input_ids"].shape[1]) for p in pairs]
+        t0 = time.perf_counter()
+        fast = reranker.score(query, items)
+        fast_times[kind].append(time.perf_counter() - t0)
+        if index % args.naive_every == 0:
+            t0 = time.perf_counter()
+            naive = reranker.score_naive(query, items)
+            naive_times[kind].append(time.perf_counter() - t0)
+            max_diff = max(max_diff, float(np.max(np.abs(np.asarray(fast) - np.asarray(naive)))))
+        print(f"[{index + 1}/{3 * repeats}] {kind}: fast {fast_times[kind][-1]:.2f}s"
+              + (f", naive {naive_times[kind][-1]:.2f}s" if naive_times[kind] else ""), file=sys.stderr)
+
+    all_fast = [t for ts in fast_times.values() for t in ts]
+    all_naive = [t for ts in naive_times.values() for t in ts]
+    fast_p50, naive_p50 = _percentile(all_fast, 50), _percentile(all_naive, 50)
+    result = {
+        "benchmark": "top-10 MLLM reranking (P(True)), fast path vs naive per-pair loop, CPU",
+        "weights": weights,
+        "parameters": params,
+        "candidates_per_query": 10,
+        "candidate_mix": "2 captions, 2 passages (~120 words), 3 images, 3 image+caption",
+        "query_modalities": list(fast_times),
+        "timed_queries": len(all_fast),
+        "prompt_tokens": {"mean": float(np.mean(prompt_tokens)), "min": int(min(prompt_tokens)),
+                          "max": int(max(prompt_tokens))},
+        "image_tokens_per_image": 64,
+        "fast_p50_s": round(fast_p50, 3),
+        "fast_p95_s": round(_percentile(all_fast, 95), 3),
+        "naive_p50_s": round(naive_p50, 3),
+        "naive_p95_s": round(_percentile(all_naive, 95), 3),
+        "speedup_p50": round(naive_p50 / fast_p50, 2),
+        "fast_p50_by_query_modality_s": {k: round(_percentile(v, 50), 3) for k, v in fast_times.items()},
+        "naive_p50_by_query_modality_s": {k: round(_percentile(v, 50), 3) for k, v in naive_times.items()},
+        "cold_first_query_s": round(cold_s, 3),
+        "max_abs_score_diff": max_diff,
+        "targets": {"fast_p50_le_5s": fast_p50 <= 5.0, "speedup_ge_3x": naive_p50 / fast_p50 >= 3.0,
+                    "scores_equal_1e-4": max_diff <= 1e-4},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "model_build_or_load_s": round(load_s, 1),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "machine": f"{platform.processor() or platform.machine()}, shared with other jobs",
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
