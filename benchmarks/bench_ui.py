@@ -7,7 +7,9 @@
 3. first query after that start (loads the model and the cached index), then `--queries` more through
    the named `/search` endpoint with gradio_client: p50/p95;
 4. the same handler path in-process with the keyword fake embedder on a synthetic pool of `--fake-items`
-   items (what the UI itself costs, without a model).
+   items (what the UI itself costs, without a model);
+5. with --full-size-reranker: the handler path with the real embedder and a random-weight full-size
+   SmolVLM-256M reranking the top 10.
 Timings depend on the machine's load; the JSON records the CPU count.
 """
 
@@ -115,6 +117,35 @@ def bench_fakes(n_items: int, n_queries: int) -> dict:
     return {"items": n_items, "search_and_rerank_ms": _percentiles(times)}
 
 
+def bench_full_size_reranker(corpus: Path, embedder: str, n_queries: int) -> dict:
+    """In-process handler path with the real `embedder` and a full-size SmolVLM-256M architecture with random
+    weights (built by bench_rerank.py; compute cost does not depend on weight values): top-10 rerank cost."""
+    import importlib.util
+
+    from mmembed.config import Settings
+    from mmembed.corpus import load_corpus
+    from mmembed.embedders import EMBEDDERS
+    from mmembed.ui import handlers as h
+    from mmembed.ui.state import DemoState
+
+    spec = importlib.util.spec_from_file_location("bench_rerank", ROOT / "benchmarks" / "bench_rerank.py")
+    bench_rerank = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_rerank)
+    reranker = bench_rerank._random_smolvlm(threads=os.cpu_count() or 1)
+    state = DemoState(Settings(corpus=corpus, cache_dir=Path(tempfile.mkdtemp()), embedder=embedder),
+                      corpus=load_corpus(corpus), embedders={embedder: EMBEDDERS.get(embedder, device="cpu")},
+                      rerankers={reranker.name: reranker})
+    h.search(state, "warm up", None, "image", "natural", 10, True, embedder, reranker.name)  # index + first forward
+    first, rerank = [], []
+    for i in range(n_queries):
+        out = h.search(state, f"{QUERIES[i % len(QUERIES)]} {i}", None, "image", "natural", 10, True, embedder,
+                       reranker.name)
+        first.append(out["timings_ms"]["first_stage"])
+        rerank.append(out["timings_ms"]["rerank"])
+    return {"embedder": embedder, "reranker": reranker.name, "candidates": 10, "first_stage_ms": _percentiles(first),
+            "rerank_ms": _percentiles(rerank)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=ROOT / "sample_corpus" / "corpus.jsonl")
@@ -122,12 +153,16 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--fake-items", type=int, default=2000)
     parser.add_argument("--rerank", action="store_true", help="rerank in the server queries (needs reranker weights)")
+    parser.add_argument("--full-size-reranker", action="store_true",
+                        help="also time the handler path with a random-weight full-size SmolVLM-256M reranker")
     args = parser.parse_args()
     report = {"cpus": os.cpu_count(), "fakes": bench_fakes(args.fake_items, args.queries)}
     if args.corpus.is_file():
         report["server"] = bench_server(args.corpus.resolve(), args.embedder, args.queries, args.rerank)
     else:
         report["server"] = f"skipped: no corpus at {args.corpus}"
+    if args.full_size_reranker and args.corpus.is_file():
+        report["full_size_reranker"] = bench_full_size_reranker(args.corpus.resolve(), args.embedder, args.queries)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -253,3 +253,25 @@ def test_real_mllm_reranker_class_with_a_tiny_checkpoint(state, tmp_path):
     candidates = {item_id for item_id, _ in session["candidates"]}
     assert {hit["id"] for hit in reranked["hits"]} <= candidates
     assert steps and steps[0] == "reranking 6 candidates"
+
+
+def test_building_the_page_imports_no_torch(tmp_path):
+    """Server start stays fast: the page is built without torch (the GPU check waits for the page's load event)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; from mmembed.config import Settings; from mmembed.ui import DemoState, build_demo; "
+        f"s = DemoState(Settings(corpus=__import__('pathlib').Path({str(tmp_path / 'c.jsonl')!r}))); build_demo(s); "
+        "print(sorted(m for m in ('torch', 'transformers', 'faiss') if m in sys.modules)); "
+        "print([c.label for c in s.embedder_choices(check_gpu=False)][-1])"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120,
+                            env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "[]"
+    # the GPU need is not checked yet (the full "needs a GPU" label comes with the page's load event)
+    assert lines[1] == "mm-embed — weights not downloaded (offline)"

@@ -89,12 +89,12 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
     if examples is None:
         examples = load_examples(settings.queries)
 
-    def model_line(embedder: str, reranker: str, note: str | None = None) -> str:
+    def model_line(embedder: str, reranker: str, note: str | None = None, check_gpu: bool = True) -> str:
         parts = [f"Embedder <code>{html.escape(embedder)}</code>", f"reranker <code>{html.escape(reranker)}</code>"]
         problems = []
         for kind, name in (("embedder", embedder), ("reranker", reranker)):
             try:
-                state.check_usable(kind, name)
+                state.check_usable(kind, name, check_gpu=check_gpu)
             except MMEmbedError as exc:
                 problems.append(html.escape(str(exc)))
         problems += [html.escape(note)] if note else []
@@ -163,6 +163,12 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                 gr.Warning(html.escape(str(exc)))
         return render_details(details), gr.Image(value=picture, visible=picture is not None)
 
+    def refresh_models(embedder_name, reranker_name):
+        """Full availability labels (the GPU check imports torch, so it waits for the first page load)."""
+        return (gr.Dropdown(choices=[(c.label, c.name) for c in state.embedder_choices()]),
+                gr.Dropdown(choices=[(c.label, c.name) for c in state.reranker_choices()]),
+                model_line(embedder_name, reranker_name, state.embedder_note(embedder_name)))
+
     def show_clicked(session, clicked_value):
         item_id = (clicked_value or "").split("|", 1)[0]  # "<id>|<time>": clicking the same card again still fires
         return (*show_details(session, item_id or None), gr.Dropdown(value=item_id or None))
@@ -185,16 +191,17 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                 top_k = gr.Slider(1, h.MAX_TOP_K, value=settings.top_k, step=1, label="top-k", elem_id="top-k")
                 rerank_on = gr.Checkbox(value=True, label="Rerank with an MLLM", elem_id="rerank-on")
                 with gr.Accordion("Models", open=False):
-                    embedder = gr.Dropdown([(c.label, c.name) for c in state.embedder_choices()],
+                    embedder = gr.Dropdown([(c.label, c.name) for c in state.embedder_choices(check_gpu=False)],
                                            value=default_embedder, label="Embedder (first stage)",
                                            elem_id="embedder")
-                    reranker = gr.Dropdown([(c.label, c.name) for c in state.reranker_choices()],
+                    reranker = gr.Dropdown([(c.label, c.name) for c in state.reranker_choices(check_gpu=False)],
                                            value=state.default_reranker(), label="Reranker (second stage)",
                                            elem_id="reranker")
                     depth = gr.Slider(1, h.MAX_TOP_K, value=settings.rerank_top_k, step=1,
                                       label="Candidates to rerank (at least top-k)", elem_id="depth")
                 search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
-        status = gr.HTML(model_line(default_embedder, state.default_reranker(), startup_note), elem_id="status")
+        status = gr.HTML(model_line(default_embedder, state.default_reranker(), startup_note, check_gpu=False),
+                         elem_id="status")
         example_box = gr.Examples([e.row() for e in examples], inputs=[text, image, target, mode],
                                   example_labels=[e.label for e in examples], label="Examples (one per query type)",
                                   examples_per_page=8)
@@ -245,8 +252,9 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                          api_name="search", **heavy)
         pick.input(show_details, [session, pick], [details_html, detail_image], api_name="details")
         clicked.change(show_clicked, [session, clicked], [details_html, detail_image, pick], api_name="card_details")
-        gr.on([embedder.change, reranker.change], lambda e, r: model_line(e, r), [embedder, reranker], status,
-              api_name="model_status")
+        demo.load(refresh_models, [embedder, reranker], [embedder, reranker, status], api_name="models")
+        gr.on([embedder.change, reranker.change], lambda e, r: model_line(e, r, state.embedder_note(e)),
+              [embedder, reranker], status, api_name="model_status")
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
     return demo
 

@@ -81,24 +81,30 @@ class DemoState:
 
     # --- what can be chosen ---------------------------------------------------------------------------
 
-    def embedder_choices(self) -> list[BackendChoice]:
+    def embedder_choices(self, *, check_gpu: bool = True) -> list[BackendChoice]:
         if self._injected_embedders is not None:
             return [BackendChoice(name) for name in self._injected_embedders]
         from mmembed.embedders import EMBEDDERS
 
-        return [BackendChoice(name, _reason(EMBEDDERS, name, self.settings.device)) for name in EMBEDDERS.names()]
+        return self._choices(EMBEDDERS, check_gpu)
 
-    def reranker_choices(self) -> list[BackendChoice]:
+    def reranker_choices(self, *, check_gpu: bool = True) -> list[BackendChoice]:
         if self._injected_rerankers is not None:
             return [BackendChoice(name) for name in self._injected_rerankers]
         from mmembed.rerankers import RERANKERS
 
-        return [BackendChoice(name, _reason(RERANKERS, name, self.settings.device)) for name in RERANKERS.names()]
+        return self._choices(RERANKERS, check_gpu)
+
+    def _choices(self, registry: Any, check_gpu: bool) -> list[BackendChoice]:
+        # device "auto" makes the registry import torch to look for a GPU: seconds of server start. While the
+        # page is built (check_gpu=False) we assume one; the page's load event then shows the full labels.
+        device = self.settings.device if check_gpu or self.settings.device != "auto" else "cuda"
+        return [BackendChoice(name, _reason(registry, name, device)) for name in registry.names()]
 
     def default_embedder(self) -> tuple[str, str | None]:
         """The embedder the page starts with, and why, when it is not the configured one."""
-        choices = {choice.name: choice for choice in self.embedder_choices()}
         wanted = self.settings.embedder
+        choices = {choice.name: choice for choice in self.embedder_choices(check_gpu=self._needs_gpu(wanted))}
         if wanted in choices and choices[wanted].reason is None:
             return wanted, None
         fallback = self.settings.fallback_embedder
@@ -111,6 +117,13 @@ class DemoState:
             raise BackendNotUsable("no embedder can run here; see `python -m mmembed prefetch --help`")
         return usable[0], f"Using '{usable[0]}': neither '{wanted}' nor '{fallback}' is available here."
 
+    def _needs_gpu(self, name: str) -> bool:
+        if self._injected_embedders is not None:
+            return False
+        from mmembed.embedders import EMBEDDERS
+
+        return name in EMBEDDERS.names() and EMBEDDERS.info(name).needs_gpu
+
     def embedder_note(self, name: str) -> str | None:
         """Why `name` runs instead of the configured embedder, when the page picked it as the fallback."""
         try:
@@ -120,15 +133,15 @@ class DemoState:
         return note if name == default and name != self.settings.embedder else None
 
     def default_reranker(self) -> str:
-        choices = self.reranker_choices()
-        names = [choice.name for choice in choices]
+        names = [choice.name for choice in self.reranker_choices(check_gpu=False)]
         if self.settings.reranker in names:
             return self.settings.reranker
         return names[0] if names else ""
 
-    def check_usable(self, kind: str, name: str) -> None:
+    def check_usable(self, kind: str, name: str, *, check_gpu: bool = True) -> None:
         """Raise BackendNotUsable (with the reason) for an unknown or unavailable backend."""
-        choices = self.embedder_choices() if kind == "embedder" else self.reranker_choices()
+        choices = (self.embedder_choices(check_gpu=check_gpu) if kind == "embedder"
+                   else self.reranker_choices(check_gpu=check_gpu))
         found = {choice.name: choice for choice in choices}
         if name not in found:
             raise BackendNotUsable(f"unknown {kind} {name!r}; choose one of: {', '.join(found)}")
