@@ -88,18 +88,34 @@ def _file_digest(path: Path) -> bytes:
 
 
 def _check_image(path: Path) -> str | None:
-    """None if `path` opens as an image, else why not (cheap: header check, no full decode)."""
+    """None if `path` opens as an image, else why not (cheap: header check, no full decode).
+
+    Applies the same size limits as mmembed.images.load_image, so an image that would be refused when
+    the index is built is reported now, with its line, instead of aborting the build half-way.
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
+
+    from mmembed.images import MAX_FILE_BYTES, MAX_PIXELS
 
     if not path.is_file():
         return f"image file not found: {path}"
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         return f"image file is empty: {path}"
+    if size > MAX_FILE_BYTES:
+        return f"image {path.name} is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB"
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
+            with Image.open(path) as image:
+                width, height = image.size
+                image.verify()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         return f"unreadable image {path.name}: {exc}"
+    if width * height > MAX_PIXELS:
+        return f"image {path.name} is {width}x{height} pixels; the limit is {MAX_PIXELS:,} pixels"
     return None
 
 

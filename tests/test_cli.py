@@ -61,10 +61,12 @@ def test_search_json_filtered(cli_env, capsys):
 
 
 def test_default_embedder_offline_falls_back_with_a_note(cli_env, capsys):
-    with pytest.warns(UserWarning, match="using the offline model 'mmembed-mini'"):
-        assert main(["search", "violin", "--json"]) == 0
+    assert main(["search", "violin", "--json"]) == 0
     captured = capsys.readouterr()
-    assert "note: 'clip-b32' is not available offline" in captured.err
+    err = captured.err.splitlines()
+    assert err[0].startswith("note: 'clip-b32' is not available offline (model 'openai/clip-vit-base-patch32'")
+    assert err[0].endswith("using the offline model 'mmembed-mini' shipped with mmembed instead")
+    assert not any("UserWarning" in line for line in err)  # said once, as a note, not also as a warning
     assert json.loads(captured.out)["hits"][0]["id"] == "i-violin"
 
 
@@ -122,3 +124,16 @@ def test_bad_corpus_lists_its_problems_and_exits_1(cli_env, capsys, tmp_path):
     assert main(["search", "x", "--corpus", str(bad), "--embedder", "mmembed-mini"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}: 1 problem(s):") and "line 2 (did 'a'): duplicate id" in err
+
+
+def test_cache_rebuild_warning_is_one_readable_line(cli_env, capsys):
+    import glob
+
+    assert main(["index", "build", "--embedder", "mmembed-mini", "--json"]) == 0
+    cache = json.loads(capsys.readouterr().out)["cache_dir"]
+    [index_file] = glob.glob(f"{cache}/indexes/corpus/*/index-flat.faiss")
+    with open(index_file, "wb") as handle:
+        handle.write(b"garbage")
+    assert main(["index", "build", "--embedder", "mmembed-mini", "--json"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and warned[0].startswith("warning: cached index ") and "is corrupt" in warned[0]

@@ -79,6 +79,16 @@ def test_validation_reports_every_problem_with_its_line(tmp_path):
     assert "9 problem(s)" in str(caught.value) and "line 10" in str(caught.value)
 
 
+def test_oversized_images_are_reported_before_any_embedding(tmp_path, monkeypatch):
+    import mmembed.images
+
+    monkeypatch.setattr(mmembed.images, "MAX_PIXELS", 50)  # the 8x8 test images exceed 50 pixels
+    with pytest.raises(CorpusValidationError) as caught:
+        load_mbeir_jsonl(write_corpus(tmp_path))
+    assert len(caught.value.problems) == 5
+    assert caught.value.problems[0] == "line 4 (did 'i-cat'): image cat.png is 8x8 pixels; the limit is 50 pixels"
+
+
 def test_missing_or_empty_corpus_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="corpus file not found"):
         load_mbeir_jsonl(tmp_path / "nope.jsonl")

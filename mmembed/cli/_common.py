@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,14 +34,24 @@ def build_retriever(args: argparse.Namespace, *, progress_bar: bool = True) -> R
 
     settings = Settings.from_env(corpus=args.corpus, embedder=args.embedder, index_type=args.index_type,
                                  cache_dir=args.cache_dir, device=args.device)
-    embedder, note = load_embedder_with_fallback(settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the same news is printed as the note below
+        embedder, note = load_embedder_with_fallback(settings)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    retriever = Retriever(load_corpus(settings.corpus), embedder, cache_dir=settings.cache_dir,
-                          index_type=settings.index_type)
-    with tqdm_progress(disable=not progress_bar) as progress:
-        retriever.ensure_index(progress)
+    with warnings.catch_warnings():
+        # Cache rebuilds and similar warnings: one readable line each, not Python's file:line format.
+        warnings.showwarning = _one_line_warning
+        retriever = Retriever(load_corpus(settings.corpus), embedder, cache_dir=settings.cache_dir,
+                              index_type=settings.index_type)
+        with tqdm_progress(disable=not progress_bar) as progress:
+            retriever.ensure_index(progress)
     return retriever
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: Any = None, line: str | None = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def print_json(value: Any) -> None:
