@@ -62,7 +62,7 @@ def test_reranking_moves_items_and_lowers_the_wrong_modality_rate(state):
     assert reranked["hits"][0]["first_stage_score"] == pytest.approx(out["first_stage"]["hits"][3]["score"])
     assert out["first_stage"]["wrong_modality_rate"] == pytest.approx(0.75)
     assert reranked["wrong_modality_rate"] == pytest.approx(0.5)
-    assert set(out["timings_ms"]) == {"first_stage", "rerank"}
+    assert set(out["timings_ms"]) == {"model_and_index_load", "first_stage", "rerank"}
 
 
 def test_fake_reranker_keeps_tied_order(state):

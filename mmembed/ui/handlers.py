@@ -159,9 +159,11 @@ def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn |
     cached = state.results.get(("first", *request.cache_key()))
     if cached is not None:
         return {**cached, "query_image": request.image}
-    started = time.perf_counter()
-    retriever, note = state.retriever(request.embedder, progress)
+    loading = time.perf_counter()
+    retriever, note = state.retriever(request.embedder, progress)  # slow only the first time (model + index)
     note = note or state.embedder_note(request.embedder)
+    started = time.perf_counter()
+    load_ms = round((started - loading) * 1000, 1)
     query = Query(text=request.text, image=request.image, target=request.target)
     report(progress, 0, 1, "searching")
     result = retriever.search(query, k=request.depth, target=request.target, mode=request.mode)
@@ -187,7 +189,8 @@ def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn |
         "first_stage": stage_record(shown, request.target, state, status="done"),
         "reranked": {"status": "pending", "reranker": None, "message": "Reranking…", "hits": [],
                      "modality_mix": [], "wrong_modality_rate": None},
-        "timings_ms": {"first_stage": round((time.perf_counter() - started) * 1000, 1)},
+        "timings_ms": {"model_and_index_load": load_ms,
+                       "first_stage": round((time.perf_counter() - started) * 1000, 1)},
     }
     session = {"payload": payload, "candidates": [[hit.item.id, hit.score] for hit in result.hits]}
     state.results.put(("first", *request.cache_key()), session)

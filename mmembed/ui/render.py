@@ -122,7 +122,8 @@ def render_status(payload: Mapping[str, Any] | None, model_note: str = "") -> st
     reranked = payload.get("reranked") or {}
     if reranked.get("reranker"):
         parts.append(f"reranker <code>{esc(reranked['reranker'])}</code>")
-    timings = payload.get("timings_ms", {})
+    # a load of a few ms means "already loaded": not worth a word in the status line
+    timings = {k: v for k, v in payload.get("timings_ms", {}).items() if k != "model_and_index_load" or v >= 50}
     if timings:
         parts.append(" · ".join(f"{esc(k.replace('_', ' '))} {v:.0f} ms" for k, v in timings.items()))
     lines = [" · ".join(parts)]
