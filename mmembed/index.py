@@ -18,10 +18,11 @@ import hashlib
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmembed.images import ImageLoadError
 from mmembed.progress import ProgressFn, report
 from mmembed.storage import atomic_save_npy, atomic_write, atomic_write_json, read_json
 from mmembed.types import MMEmbedError, Modality, ValidationError
@@ -42,6 +43,9 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 IVF_NPROBE = 32
+# Filtered search on an approximate index: a modality with at most this many items is searched exactly
+# (its vectors, reconstructed once, take SUBSET_EXACT_MAX * dim * 4 bytes: 100 MB at 512-d).
+SUBSET_EXACT_MAX = 50_000
 
 
 # IVF-PQ must train its coarse lists and codebooks on the pool itself; below this many vectors the
@@ -81,6 +85,8 @@ class VectorIndex:
     ids: list[str]
     modalities: np.ndarray  # int8 code per row, see _MODALITY_CODES
     index_type: str = "flat"
+    # Approximate indexes search a small modality subset exactly (see search); its vectors are cached here.
+    _subsets: dict[Modality, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, vectors: np.ndarray, ids: Sequence[str], modalities: Sequence[Modality],
@@ -120,12 +126,34 @@ class VectorIndex:
             if rows.size == 0:
                 empty = np.empty((len(queries), 0))
                 return empty.astype(np.float32), empty.astype(np.int64)
-            selector = faiss.IDSelectorBatch(rows)
             k = min(k, int(rows.size))
+            if self.index_type != "flat" and rows.size <= SUBSET_EXACT_MAX:
+                # An HNSW graph or IVF lists filtered down to a few percent of the pool lose their way
+                # (they return nothing for a rare modality); a small subset is searched exactly instead.
+                return self._search_subset(queries, k, only, rows)
+            selector = faiss.IDSelectorBatch(rows)
         params = self._search_params(selector)
-        scores, rows = self.faiss_index.search(queries, k, params=params) if params else \
+        scores, found = self.faiss_index.search(queries, k, params=params) if params else \
             self.faiss_index.search(queries, k)
-        return scores, rows
+        if selector is not None and self.index_type != "flat" and bool((found < 0).any()):
+            return self._search_subset(queries, k, only, rows)  # the approximate search came up short
+        return scores, found
+
+    def _search_subset(self, queries: np.ndarray, k: int, only: Modality, rows: np.ndarray) -> tuple[
+            np.ndarray, np.ndarray]:
+        """Exact top-k among `rows` (the items of modality `only`), from their stored vectors."""
+        import numpy as np
+
+        vectors = self._subsets.get(only)
+        if vectors is None:
+            vectors = self._subsets[only] = self.faiss_index.reconstruct_batch(rows)
+        scores = queries @ vectors.T
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+            np.tile(np.arange(scores.shape[1]), (len(queries), 1))
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        return (np.take_along_axis(top_scores, order, axis=1).astype(np.float32),
+                rows[np.take_along_axis(top, order, axis=1)].astype(np.int64))
 
     def _search_params(self, selector: Any) -> Any:
         import faiss
@@ -201,7 +229,13 @@ def embed_corpus(corpus: Corpus, embedder: Embedder, folder: Path, *,
         path = shard_dir / f"shard-{shard:05d}.npy"
         vectors = _load_shard(path, stop - start, expected["dim"])
         if vectors is None:
-            vectors = np.asarray(embedder.embed_items(items[start:stop]), dtype=np.float32)
+            try:
+                vectors = np.asarray(embedder.embed_items(items[start:stop]), dtype=np.float32)
+            except ImageLoadError as exc:
+                # Say which items, and that finished shards are kept: fix the file, rerun, it resumes here.
+                raise ValidationError(
+                    f"corpus {corpus.name!r}, items {start + 1}-{stop} ({items[start].id} .. {items[stop - 1].id}): "
+                    f"{exc}; the {shard} finished shard(s) are kept and a rerun resumes here") from exc
             if vectors.shape != (stop - start, expected["dim"]):
                 raise MMEmbedError(f"embedder {embedder.name!r} returned shape {vectors.shape}, "
                                    f"expected ({stop - start}, {expected['dim']})")

@@ -137,6 +137,24 @@ def test_interrupted_embedding_resumes_at_the_first_missing_shard(corpus, tmp_pa
     np.testing.assert_allclose(vectors, KeywordEmbedder(VOCAB).embed_items(corpus.items), atol=1e-6)
 
 
+def test_an_image_that_fails_while_embedding_names_the_items_and_keeps_finished_shards(corpus, tmp_path):
+    from mmembed.images import ImageLoadError
+
+    class Picky(KeywordEmbedder):
+        def embed_items(self, items, *, progress=None):
+            if any(item.id == "i-violin" for item in items):
+                raise ImageLoadError("violin.png could not be read as an image (broken data stream)")
+            return super().embed_items(items, progress=progress)
+
+    folder = tmp_path / "cache" / "run"
+    with pytest.raises(ValidationError) as caught:
+        embed_corpus(corpus, Picky(VOCAB), folder, shard_size=4)
+    assert str(caught.value) == (
+        "corpus 'corpus', items 5-8 (i-dog .. it-cat): violin.png could not be read as an image "
+        "(broken data stream); the 1 finished shard(s) are kept and a rerun resumes here")
+    assert [p.name for p in (folder / "embeddings").glob("shard-*.npy")] == ["shard-00000.npy"]
+
+
 def test_corrupt_shard_is_re_embedded_with_a_warning(corpus, tmp_path):
     folder = tmp_path / "cache" / "run"
     embed_corpus(corpus, KeywordEmbedder(VOCAB), folder, shard_size=4)
@@ -216,3 +234,32 @@ def test_filtered_search_is_exact_and_capped_by_what_exists():
 def test_unknown_index_type(corpus, tmp_path):
     with pytest.raises(ValidationError, match="unknown index type 'annoy'"):
         load_or_build_index(corpus, KeywordEmbedder(VOCAB), tmp_path, index_type="annoy")
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivfpq"])
+def test_filtered_search_finds_a_rare_modality_on_approximate_indexes(index_type):
+    vectors = _clustered(3000, 32, seed=1)
+    modalities = [Modality.TEXT] * len(vectors)
+    rare = [3, 1000, 2999]
+    for row in rare:
+        modalities[row] = Modality.IMAGE_TEXT
+    index = VectorIndex.build(vectors, [str(i) for i in range(len(vectors))], modalities, index_type)
+    scores, rows = index.search(vectors[:5], 10, only=Modality.IMAGE_TEXT)
+    assert rows.shape == (5, 3) and all(sorted(r) == rare for r in rows.tolist())
+    np.testing.assert_allclose(scores, np.sort(vectors[:5] @ vectors[rare].T, axis=1)[:, ::-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivfpq"])
+def test_filtered_search_through_the_faiss_selector_on_a_large_subset(index_type, monkeypatch):
+    import mmembed.index
+
+    monkeypatch.setattr(mmembed.index, "SUBSET_EXACT_MAX", 0)  # force the IDSelector path
+    vectors = _clustered(4000, 32, seed=2)
+    modalities = [list(Modality)[i % 2] for i in range(len(vectors))]  # text and image, half each
+    ids = [str(i) for i in range(len(vectors))]
+    exact = VectorIndex.build(vectors, ids, modalities, "flat")
+    approx = VectorIndex.build(vectors, ids, modalities, index_type)
+    _, truth = exact.search(vectors[:40], 10, only=Modality.IMAGE)
+    _, found = approx.search(vectors[:40], 10, only=Modality.IMAGE)
+    assert {int(row) % 2 for row in found.ravel()} == {1}
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found, strict=True)]) >= 0.85
