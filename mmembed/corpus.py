@@ -147,13 +147,15 @@ def _text_field(row: dict[str, Any], key: str, where: str, problems: list[str]) 
     return value if value.strip() else None
 
 
-def load_mbeir_jsonl(path: str | Path, *, check_images: bool = True) -> Corpus:
+def load_mbeir_jsonl(path: str | Path, *, check_images: bool = True, image_root: str | Path | None = None) -> Corpus:
     """Load an M-BEIR candidate pool: one object per line with did, txt, img_path, modality.
 
-    `img_path` is relative to the jsonl file (absolute paths also work). Keys beyond M-BEIR's go to
-    `Item.meta` (e.g. topic, source, license, credit for the demo's detail view).
+    `img_path` is relative to the jsonl file (absolute paths also work), or to `image_root` when given:
+    the released M-BEIR keeps its pools in M-BEIR/cand_pool/ and paths relative to M-BEIR/ itself.
+    Keys beyond M-BEIR's go to `Item.meta` (e.g. topic, source, license, credit for the detail view).
     """
     path = Path(path).expanduser().resolve()
+    base = Path(image_root).expanduser().resolve() if image_root is not None else path.parent
     problems: list[str] = []
     items: list[Item] = []
     first_line: dict[str, int] = {}
@@ -175,7 +177,7 @@ def load_mbeir_jsonl(path: str | Path, *, check_images: bool = True) -> Corpus:
         text = _text_field(row, "txt", where, problems)
         image: Path | None = None
         if row.get("img_path"):
-            image = (path.parent / str(row["img_path"])).resolve()
+            image = (base / str(row["img_path"])).resolve()
             if check_images and (why := _check_image(image)):
                 problems.append(f"{where}: {why}")
                 continue
@@ -363,10 +365,12 @@ class EvalQuery:
     task: str
 
 
-def load_queries(path: str | Path, corpus: Corpus | None = None) -> list[EvalQuery]:
+def load_queries(path: str | Path, corpus: Corpus | None = None, *,
+                 image_root: str | Path | None = None) -> list[EvalQuery]:
     """Load M-BEIR-format queries (qid, query_txt, query_img_path, query_modality, pos_cand_list,
     plus task and target_modality). With `corpus`, positives must exist in it."""
     path = Path(path).expanduser().resolve()
+    base = Path(image_root).expanduser().resolve() if image_root is not None else path.parent
     problems: list[str] = []
     queries: list[EvalQuery] = []
     for line_no, row in _read_jsonl(path, problems):
@@ -376,7 +380,7 @@ def load_queries(path: str | Path, corpus: Corpus | None = None) -> list[EvalQue
             problems.append(f"{where}: missing 'qid'")
             continue
         text = _text_field(row, "query_txt", where, problems)
-        image = (path.parent / str(row["query_img_path"])).resolve() if row.get("query_img_path") else None
+        image = (base / str(row["query_img_path"])).resolve() if row.get("query_img_path") else None
         if image is not None and (why := _check_image(image)):
             problems.append(f"{where}: {why}")
             continue

@@ -137,3 +137,17 @@ def test_cache_rebuild_warning_is_one_readable_line(cli_env, capsys):
     assert main(["index", "build", "--embedder", "mmembed-mini", "--json"]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warned) == 1 and warned[0].startswith("warning: cached index ") and "is corrupt" in warned[0]
+
+
+def test_image_root_flag(cli_env, capsys, tmp_path):
+    from retrieval_helpers import png
+
+    png(tmp_path / "root/imgs/boat.png")
+    pool = tmp_path / "root/pool/pool.jsonl"
+    pool.parent.mkdir()
+    pool.write_text(json.dumps({"did": "b", "img_path": "imgs/boat.png", "modality": "image"}) + "\n")
+    assert main(["search", "boat", "--corpus", str(pool), "--embedder", "mmembed-mini"]) == 1
+    assert "image file not found" in capsys.readouterr().err
+    assert main(["search", "boat", "--corpus", str(pool), "--image-root", str(tmp_path / "root"),
+                 "--embedder", "mmembed-mini", "--json"]) == 0
+    assert [hit["id"] for hit in json.loads(capsys.readouterr().out)["hits"]] == ["b"]

@@ -197,3 +197,21 @@ def test_query_task_and_target_default_from_the_positive(tmp_path, corpus):
     (tmp_path / "q.jsonl").write_text(json.dumps(row))
     [query] = load_queries(tmp_path / "q.jsonl", corpus)
     assert query.query.target is Modality.TEXT and query.task == "i->t"
+
+
+def test_image_root_for_the_released_mbeir_layout(tmp_path):
+    # M-BEIR/cand_pool/pool.jsonl holds paths like "mbeir_images/x.png", relative to M-BEIR/ itself.
+    root = tmp_path / "M-BEIR"
+    png(root / "mbeir_images/cat.png")
+    (root / "cand_pool").mkdir()
+    (root / "cand_pool/pool.jsonl").write_text(json.dumps({"did": "1:1", "txt": None, "modality": "image",
+                                                            "img_path": "mbeir_images/cat.png"}) + "\n")
+    (root / "query.jsonl").write_text(json.dumps({"qid": "q", "query_txt": "", "query_modality": "image",
+                                                   "query_img_path": "mbeir_images/cat.png",
+                                                   "pos_cand_list": ["1:1"], "task_id": 4}) + "\n")
+    with pytest.raises(CorpusValidationError, match="image file not found"):
+        load_mbeir_jsonl(root / "cand_pool/pool.jsonl")
+    corpus = load_corpus(root / "cand_pool/pool.jsonl", image_root=root)
+    assert corpus["1:1"].image == (root / "mbeir_images/cat.png").resolve()
+    [query] = load_queries(root / "query.jsonl", corpus, image_root=root)
+    assert query.task == "i->i" and query.query.text is None and query.query.target is Modality.IMAGE

@@ -23,6 +23,9 @@ def add_retrieval_args(parser: argparse.ArgumentParser) -> None:
                         help="FAISS index: exact (flat, default) or approximate for large pools")
     parser.add_argument("--cache-dir", type=Path, default=None, help="where indexes are cached ($MMEMBED_CACHE_DIR)")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    parser.add_argument("--image-root", type=Path, default=None,
+                        help="folder that M-BEIR image paths are relative to (default: the jsonl file's folder; "
+                        "for the released M-BEIR, its top folder)")
 
 
 def build_retriever(args: argparse.Namespace, *, progress_bar: bool = True) -> Retriever:
@@ -42,7 +45,8 @@ def build_retriever(args: argparse.Namespace, *, progress_bar: bool = True) -> R
     with warnings.catch_warnings():
         # Cache rebuilds and similar warnings: one readable line each, not Python's file:line format.
         warnings.showwarning = _one_line_warning
-        retriever = Retriever(load_corpus(settings.corpus), embedder, cache_dir=settings.cache_dir,
+        options = {"image_root": args.image_root} if args.image_root is not None else {}
+        retriever = Retriever(load_corpus(settings.corpus, **options), embedder, cache_dir=settings.cache_dir,
                               index_type=settings.index_type)
         with tqdm_progress(disable=not progress_bar) as progress:
             retriever.ensure_index(progress)

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValidationError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
     retriever = build_retriever(args, progress_bar=not args.json)
-    queries = load_queries(args.queries or Settings.from_env().queries, retriever.corpus)
+    queries = load_queries(args.queries or Settings.from_env().queries, retriever.corpus, image_root=args.image_root)
     report = evaluate(retriever, queries, ks=ks, mode=args.mode)
     if args.json:
         print(report.to_json())
