@@ -6,6 +6,7 @@ Saves test-output/ui-demo.png. Skipped (with the reason) when /usr/bin/chromium 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -113,6 +114,12 @@ def test_search_renders_both_columns_and_the_plot(app_url, page, tmp_path):
 
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "ui-demo.png"), full_page=True)
+
+    with page.expect_download() as download:
+        page.locator("#export").click()
+    exported = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+    assert [hit["id"] for hit in exported["reranked"]["hits"]] == reranked_ids
+    assert exported["first_stage"]["modality_mix"] == expected["first_stage"]["modality_mix"]
 
 
 def test_bad_upload_shows_a_visible_error(app_url, page, tmp_path):

@@ -311,14 +311,30 @@ def item_details(state: DemoState, session: dict[str, Any] | None, item_id: str 
     }
 
 
+EXPORT_MAX_AGE_S = 3600
+
+
 def export_json(session: dict[str, Any] | None, folder: Path | None = None) -> Path:
-    """Write the session's payload to a JSON file (atomically) and return its path."""
+    """Write the session's payload to a uniquely named JSON file (atomically) and return its path.
+
+    Without `folder`, files go to one per-process temp folder where exports older than an hour are pruned,
+    so a long-running Space does not fill its disk.
+    """
+    import uuid
+
     if not session:
         raise UserInputError("Run a search first; there is nothing to export yet.")
     payload = public_payload(session["payload"])
-    folder = Path(folder or tempfile.mkdtemp(prefix="mmembed-export-"))
+    if folder is None:
+        folder = Path(tempfile.gettempdir()) / f"mmembed-exports-{os.getpid()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - EXPORT_MAX_AGE_S
+        for old in folder.glob("*.json"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "mmembed-results.json"
+    target = folder / f"mmembed-results-{uuid.uuid4().hex[:12]}.json"
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, target)

@@ -173,7 +173,8 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
         item_id = (clicked_value or "").split("|", 1)[0]  # "<id>|<time>": clicking the same card again still fires
         return (*show_details(session, item_id or None), gr.Dropdown(value=item_id or None))
 
-    with gr.Blocks(title="mmembed · multimodal retrieval with MLLMs") as demo:
+    # delete_cache: uploads and exports Gradio copied into its cache go after a day (checked hourly)
+    with gr.Blocks(title="mmembed · multimodal retrieval with MLLMs", delete_cache=(3600, 86400)) as demo:
         gr.HTML(HEADER)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
