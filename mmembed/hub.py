@@ -21,8 +21,9 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def prefetch_hint(backend: str) -> str:
-    return f"python -m mmembed prefetch --embedder {backend}"
+def prefetch_hint(backend: str, kind: str = "embedder") -> str:
+    """The command that downloads `backend` (a registered embedder or reranker name, or a repo id)."""
+    return f"python -m mmembed prefetch --{kind} {backend}"
 
 
 def weights_available(repo_id: str, revision: str | None = None) -> bool:
@@ -39,7 +40,7 @@ def weights_available(repo_id: str, revision: str | None = None) -> bool:
 
 
 def resolve_model_dir(repo_id: str, revision: str | None = None, *, backend: str | None = None,
-                      allow_patterns: tuple[str, ...] = ()) -> Path:
+                      allow_patterns: tuple[str, ...] = (), kind: str = "embedder") -> Path:
     """A local directory holding `repo_id`'s files: the path itself, the HF cache, or a download.
 
     Raises WeightsNotAvailableError (naming the prefetch command) when none of those works.
@@ -58,14 +59,14 @@ def resolve_model_dir(repo_id: str, revision: str | None = None, *, backend: str
     if is_offline():
         raise WeightsNotAvailableError(
             f"model {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-            f"download it once with: {prefetch_hint(backend or repo_id)}"
+            f"download it once with: {prefetch_hint(backend or repo_id, kind)}"
         )
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except Exception as exc:
         raise WeightsNotAvailableError(
             f"model {repo_id!r} could not be downloaded ({type(exc).__name__}: {exc}); "
-            f"on a machine with network, run: {prefetch_hint(backend or repo_id)}"
+            f"on a machine with network, run: {prefetch_hint(backend or repo_id, kind)}"
         ) from exc
 
 

@@ -43,6 +43,9 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 IVF_NPROBE = 32
+# IVF-PQ codes are coarse: re-rank k * IVF_REFINE_K_FACTOR candidates exactly (cheap next to the
+# coarse search; with 4 recall@10 on 1M vectors stayed near 0.87).
+IVF_REFINE_K_FACTOR = 16
 # Filtered search on an approximate index: a modality with at most this many items is searched exactly
 # (its vectors, reconstructed once, take SUBSET_EXACT_MAX * dim * 4 bytes: 100 MB at 512-d).
 SUBSET_EXACT_MAX = 50_000
@@ -163,7 +166,7 @@ class VectorIndex:
         if self.index_type == "ivfpq":
             # IndexRefine wraps the IVF-PQ index; its search parameters carry the base index's.
             base = faiss.SearchParametersIVF(sel=selector, nprobe=IVF_NPROBE)
-            return faiss.IndexRefineSearchParameters(k_factor=4, base_index_params=base, sel=selector)
+            return faiss.IndexRefineSearchParameters(k_factor=IVF_REFINE_K_FACTOR, base_index_params=base, sel=selector)
         return faiss.SearchParameters(sel=selector) if selector is not None else None
 
 
@@ -186,7 +189,7 @@ def make_faiss_index(vectors: np.ndarray, index_type: str) -> Any:
         ivfpq = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
         ivfpq.nprobe = IVF_NPROBE
         index = faiss.IndexRefineFlat(ivfpq)
-        index.k_factor = 4
+        index.k_factor = IVF_REFINE_K_FACTOR
         index.train(vectors)
     index.add(vectors)
     return index

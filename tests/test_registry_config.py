@@ -63,6 +63,8 @@ def test_unavailable_reason_offline_and_gpu():
 def test_resolve_model_dir_offline_names_the_prefetch_command():
     with pytest.raises(WeightsNotAvailableError, match=r"python -m mmembed prefetch --embedder clip-b32"):
         resolve_model_dir("someone/not-cached-model", backend="clip-b32")
+    with pytest.raises(WeightsNotAvailableError, match=r"python -m mmembed prefetch --reranker smolvlm-256m"):
+        resolve_model_dir("someone/not-cached-vlm", backend="smolvlm-256m", kind="reranker")
 
 
 def test_local_directory_counts_as_available(tmp_path):

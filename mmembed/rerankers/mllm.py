@@ -130,7 +130,8 @@ class MLLMReranker:
                 f"reranker {self.name!r} needs a GPU and none was found; pass device='cpu' to force it"
             )
         allow = self.info.allow_patterns if self.info else ()
-        model_dir = resolve_model_dir(self.model_id, self.revision, backend=self.name, allow_patterns=allow)
+        model_dir = resolve_model_dir(self.model_id, self.revision, backend=self.name, allow_patterns=allow,
+                                       kind="reranker")
         from transformers import AutoModelForImageTextToText
 
         torch_dtype = resolve_dtype(self.dtype_option, device)
