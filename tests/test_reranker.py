@@ -17,7 +17,7 @@ from mmembed.rerankers import RERANKERS, rerank  # noqa: E402
 from mmembed.rerankers.answer_tokens import AnswerTokenError, answer_token_id, answer_token_ids  # noqa: E402
 from mmembed.rerankers.mllm import MLLMReranker  # noqa: E402
 from mmembed.rerankers.prompts import ANSWER_HINT, QUESTIONS  # noqa: E402
-from mmembed.types import Hit, Item, Modality, Query  # noqa: E402
+from mmembed.types import Hit, Item, MMEmbedError, Modality, Query  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +238,86 @@ def test_length_batches_limit_padding_and_size() -> None:
     for batch in batches:
         longest, real = max(lengths[i] for i in batch), sum(lengths[i] for i in batch)
         assert len(batch) <= 2 and len(batch) * longest - real <= 0.1 * real
+
+
+@pytest.mark.parametrize("query_modality", [Modality.TEXT, Modality.IMAGE_TEXT])
+def test_score_is_softmax_of_true_against_false_at_the_answer_position(reranker, images, query_modality) -> None:
+    """Computed here from the model's full next-token logits, independently of the reranker's code paths."""
+    loaded = reranker._load()
+    tok = loaded.processor.tokenizer
+    # The tiny word-level tokenizers spell the answers "True"/"False" whether or not a space comes first.
+    assert (loaded.true_id, loaded.false_id) == (tok.convert_tokens_to_ids("True"), tok.convert_tokens_to_ids("False"))
+    query = _query(query_modality, images)
+    items = [Item("t", text="a red cat on the grass"), Item("it", text="blue sky", image=str(images["blue"]))]
+    pairs, _ = reranker._pairs(query, items)
+    expected = []
+    for pair in pairs:
+        generation_prompt = "Assistant:" if loaded.model_type == "idefics3" else "<|im_start|>assistant\n"
+        assert pair.prompt.endswith(generation_prompt)  # the next token is the answer
+        with torch.no_grad():
+            logits = loaded.model(**pair.encoding).logits[0, -1]
+        pair_logits = torch.stack([logits[loaded.true_id], logits[loaded.false_id]])
+        expected.append(float(torch.softmax(pair_logits, dim=0)[0]))
+    np.testing.assert_allclose(reranker.score_naive(query, items), expected, atol=1e-6)
+    np.testing.assert_allclose(reranker.score(query, items), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("query_modality", list(Modality))
+def test_shared_query_prefix_runs_through_the_language_model_once(reranker, images, query_modality) -> None:
+    query, items = _query(query_modality, images), _items(images)
+    pairs, _ = reranker._pairs(query, items)
+    ids = [pair.encoding["input_ids"][0].tolist() for pair in pairs]
+    prefix = 0
+    while all(len(row) > prefix + 1 and row[prefix] == ids[0][prefix] for row in ids):
+        prefix += 1
+    assert prefix > 0
+    if query_modality.has_image:  # the query image's tokens are part of the shared prefix
+        image_id = reranker._load().image_token_id
+        assert ids[0][:prefix].count(image_id) > 0
+    calls: list[tuple[int, int, int]] = []  # (batch, tokens per row, cached tokens)
+
+    def record(module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        embeds = kwargs["inputs_embeds"]
+        calls.append((embeds.shape[0], embeds.shape[1], cache.get_seq_length() if cache is not None else 0))
+
+    handle = reranker._language_model().register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        reranker.score(query, items)
+    finally:
+        handle.remove()
+    assert calls[0] == (1, prefix, 0)  # the prefix, once, alone
+    later = calls[1:]
+    assert later and all(cached == prefix for _, _, cached in later)  # every batch reuses its key/value cache
+    assert sum(batch for batch, _, _ in later) == len(items)
+    run = sum(batch * width for batch, width, _ in later)
+    suffixes = sum(len(row) - prefix for row in ids)
+    assert suffixes <= run <= 1.1 * suffixes + len(items)  # little padding; the prefix is never run again
+
+
+def test_query_image_features_stay_in_memory(reranker, images, tmp_path: Path) -> None:
+    fresh = MLLMReranker(model_id=reranker.model_id, device="cpu", feature_cache_dir=tmp_path)
+    items = [Item("i1", image=str(images["red"])), Item("t1", text="dog")]
+    fresh.score(Query(text="make it blue", image=str(images["query"])), items)
+    assert len(list(fresh.feature_cache.directory.glob("*.safetensors"))) == 1  # the corpus image only
+    assert len(fresh.feature_cache._memory) == 2  # query image too, for this process
+
+
+def test_candidate_image_the_processor_rejects_degrades(reranker, tmp_path: Path) -> None:
+    from PIL import Image
+
+    thin = tmp_path / "thin.png"  # 1:400 - Qwen2-VL's image processor refuses ratios over 200:1
+    Image.new("RGB", (1, 400), (200, 10, 10)).save(thin)
+    items = [Item("ok", text="red cat"), Item("thin-with-text", text="red cat", image=str(thin)),
+             Item("thin-only", image=str(thin))]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = reranker.score(Query(text="red cat"), items)
+    messages = " ".join(str(w.message) for w in caught)
+    if reranker._load().model_type == "qwen2_vl":
+        assert "thin-with-text" in messages and "aspect ratio" in messages
+        assert scores[2] == 0.0 and scores[1] == pytest.approx(scores[0], abs=1e-5)
+        with pytest.raises(MMEmbedError, match="query image cannot be used"):
+            reranker.score(Query(image=str(thin)), items[:1])
+    else:  # Idefics3 squares every image into its tile: a thin image is just another image
+        assert "thin" not in messages and 0.0 < scores[2] < 1.0

@@ -5,6 +5,7 @@ Keys are the sha256 of the image's content (file bytes, or a PIL image's pixels)
 fingerprint (weights + image preprocessing settings): a changed file or model never reuses old features.
 Entries live in memory (bounded, least recently used dropped first) and, optionally, on disk as one
 safetensors file per image under `<cache dir>/rerank-image-features/<fingerprint>/`, written atomically.
+Only corpus images go to disk; query images (a visitor's uploads) stay in memory.
 A corrupt or mismatched file is ignored with a warning and recomputed.
 """
 
@@ -71,10 +72,11 @@ class ImageFeatureCache:
             self.misses += 1
         return None
 
-    def put(self, key: str, features: torch.Tensor) -> None:
+    def put(self, key: str, features: torch.Tensor, *, persist: bool = True) -> None:
+        """Remember `features`; also write them to disk unless `persist` is False (e.g. a user's query image)."""
         features = features.detach().contiguous()
         self._remember(key, features)
-        path = self._path(key)
+        path = self._path(key) if persist else None
         if path is not None and not path.is_file():
             self._write(path, features)
 

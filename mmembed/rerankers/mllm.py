@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmembed.hub import resolve_model_dir
-from mmembed.images import ImageLoadError, load_image
+from mmembed.images import load_image
 from mmembed.progress import ProgressFn, report
 from mmembed.registry import BackendInfo, BackendUnavailableError
 from mmembed.rerankers.answer_tokens import answer_token_ids
@@ -68,6 +68,8 @@ class _Pair:
     prompt: str
     images: list[PILImage] = field(default_factory=list)
     hashes: list[str] = field(default_factory=list)
+    query_images: int = 0  # the first `query_images` images are the query's (kept in memory only, never on disk)
+    encoding: Any = None  # the processor's output for prompt + images, filled by `_pairs`
 
 
 class MLLMReranker:
@@ -202,8 +204,12 @@ class MLLMReranker:
         return text if len(text) <= self.max_text_chars else text[: self.max_text_chars] + "..."
 
     def _pairs(self, query: Query, items: Sequence[Item]) -> tuple[list[_Pair], list[float]]:
-        """Prompts for every candidate; candidates that cannot be scored keep 0.0 in the returned scores."""
-        loaded = self._load()
+        """Encoded prompts for every candidate; candidates that cannot be scored keep 0.0 in the returned scores.
+
+        A candidate image that cannot be opened, or that the model's image processor rejects (e.g. Qwen2-VL
+        refuses aspect ratios over 200:1), is dropped with a warning: the candidate is scored from its text,
+        or keeps 0.0 when it has none. A query image that cannot be used fails the query with a clear message.
+        """
         scores = [0.0] * len(items)
         query_images: list[PILImage] = []
         query_hashes: list[str] = []
@@ -214,24 +220,54 @@ class MLLMReranker:
         pairs = []
         for index, item in enumerate(items):
             text = self._clip(item.text)
-            images, hashes = list(query_images), list(query_hashes)
-            has_image = False
+            pair: _Pair | None = None
             if item.image is not None:
+                loaded_image = False
                 try:
                     image = load_image(item.image)
-                    images.append(image)
-                    hashes.append(image_content_hash(item.image, image))
-                    has_image = True
-                except (ImageLoadError, OSError) as exc:
+                    loaded_image = True
+                    candidate = (image, image_content_hash(item.image, image))
+                    pair = self._pair(index, query_text, query_images, query_hashes, text, candidate)
+                except Exception as exc:  # any failure of one candidate: never fail the whole query
+                    if loaded_image:  # the processor refused: make sure it is not the query image's fault
+                        self._check_query_image(query_text, query_images, query_hashes)
                     fallback = "scored from its text only" if text else "given score 0.0"
                     warnings.warn(f"reranker: candidate {item.id!r}: image unusable ({exc}); {fallback}", stacklevel=3)
                     if not text:
                         continue
-            messages = build_messages(query_text, bool(query_images), text, has_image)
-            pairs.append(_Pair(index, self._render(loaded.processor, messages), images, hashes))
+            if pair is None:
+                try:
+                    pair = self._pair(index, query_text, query_images, query_hashes, text, None)
+                except Exception:
+                    self._check_query_image(query_text, query_images, query_hashes)
+                    raise
+            pairs.append(pair)
         return pairs, scores
 
+    def _pair(self, index: int, query_text: str | None, query_images: list[PILImage], query_hashes: list[str],
+              text: str | None, candidate: tuple[PILImage, str] | None) -> _Pair:
+        loaded = self._load()
+        messages = build_messages(query_text, bool(query_images), text, candidate is not None)
+        images, hashes = list(query_images), list(query_hashes)
+        if candidate is not None:
+            images.append(candidate[0])
+            hashes.append(candidate[1])
+        pair = _Pair(index, self._render(loaded.processor, messages), images, hashes, len(query_images))
+        pair.encoding = self._encode(pair)
+        return pair
+
+    def _check_query_image(self, query_text: str | None, images: list[PILImage], hashes: list[str]) -> None:
+        """Raise a clear error if the query's own image is what the processor rejects (not the candidate's)."""
+        if not images:
+            return
+        try:
+            self._pair(-1, query_text, images, hashes, "-", None)
+        except Exception as exc:
+            raise MMEmbedError(f"the query image cannot be used by reranker {self.name!r}: {exc}") from exc
+
     def _encode(self, pair: _Pair) -> Any:
+        if pair.encoding is not None:
+            return pair.encoding
         loaded = self._load()
         images: Any = None
         if pair.images:
@@ -309,7 +345,9 @@ class MLLMReranker:
         loaded = self._load()
         found: dict[str, torch.Tensor] = {}
         missing: dict[str, tuple[Any, int]] = {}  # hash -> (encoding, image position within it)
+        query_keys: set[str] = set()
         for pair, enc in zip(pairs, encoded, strict=True):
+            query_keys.update(pair.hashes[: pair.query_images])
             for position, key in enumerate(pair.hashes):
                 if key in found or key in missing:
                     continue
@@ -321,7 +359,8 @@ class MLLMReranker:
         if missing:
             computed = self._encode_images(list(missing.values()))
             for key, value in zip(missing, computed, strict=True):
-                loaded.features.put(key, value)
+                # Corpus images go to disk (encoded once, ever); a visitor's query image stays in memory only.
+                loaded.features.put(key, value, persist=key not in query_keys)
                 found[key] = value
         return found
 
