@@ -1,8 +1,8 @@
 """MM-Embed's native implementation against a tiny checkpoint with the published layout and weight names.
 
 The fixture writes what nvidia/MM-Embed ships, shrunk: a llava_next config.json (with MM-Embed's extra
-keys), one safetensors file whose tensor names are spelled out here independently of the model code
-(vision_tower.*, multi_modal_projector.*, image_newline, language_model.* = NV-Embed's Mistral,
+keys), one safetensors file whose tensor names are those transformers 4.42 wrote for the published one
+(vision_tower.vision_model.*, multi_modal_projector.*, image_newline, language_model.* = NV-Embed's Mistral,
 latent_attention_model.*), a tokenizer.json with <image>/<pad> beyond the embedding table, and a
 LLaVA-Next preprocessor_config.json. It is loaded through EMBEDDERS like any user would.
 """
@@ -162,7 +162,10 @@ def build_tiny_mm_embed(folder: Path) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
     tensors: dict[str, torch.Tensor] = {}
     for name, value in CLIPVisionModel(vision_config).state_dict().items():
+        # transformers 4.42 (which wrote the published file) nested CLIP's layers in `vision_model`
+        name = name if name.startswith("vision_model.") else "vision_model." + name
         tensors["vision_tower." + name] = value
+    assert "vision_tower.vision_model.encoder.layers.1.mlp.fc1.weight" in tensors
     lm = MistralModel(MistralConfig(**text))
     for name, value in lm.state_dict().items():
         tensors["language_model." + name] = value
@@ -365,11 +368,15 @@ def test_loader_fails_loudly_on_missing_or_extra_weights(tiny_dir: Path, tmp_pat
 def test_every_checkpoint_weight_is_used(embedder, tiny_dir: Path) -> None:
     from safetensors.torch import load_file
 
+    from mmembed.embedders.mm_embed import checkpoint_renamer
+
     embedder.ensure_loaded()
     state = embedder._model.state_dict()
-    for name, value in load_file(str(tiny_dir / "model.safetensors")).items():
-        torch.testing.assert_close(state[name], value)
-    assert set(state) == set(load_file(str(tiny_dir / "model.safetensors")))
+    rename = checkpoint_renamer(embedder._model)
+    checkpoint = load_file(str(tiny_dir / "model.safetensors"))
+    for name, value in checkpoint.items():
+        torch.testing.assert_close(state[rename(name)], value)
+    assert set(state) == {rename(name) for name in checkpoint}  # one to one: nothing unfilled, nothing left over
 
 
 def test_half_precision_path_agrees_with_float32(tiny_dir: Path, images) -> None:
@@ -383,3 +390,45 @@ def test_half_precision_path_agrees_with_float32(tiny_dir: Path, images) -> None
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     assert (full * vectors).sum(axis=1).min() > 0.98
     EMBEDDERS.clear()
+
+
+def test_published_architecture_on_the_meta_device() -> None:
+    """The full-size tree (no memory used): NV-Embed-v1 widths, 576 patch tokens per 336px tile, 4096-d output,
+    and weight names as nvidia/MM-Embed's safetensors spell them."""
+    from transformers import CLIPVisionConfig, LlavaNextConfig
+
+    from mmembed.embedders.mm_embed import (
+        NVEMBED_V1_LATENT_CONFIG,
+        NVEMBED_V1_TEXT_CONFIG,
+        checkpoint_renamer,
+        construct_mm_embed,
+    )
+
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=336, patch_size=14)  # CLIP ViT-L/14-336, LLaVA-v1.6's tower
+    config = LlavaNextConfig(vision_config=vision.to_dict())
+    model, text_config = construct_mm_embed(config, dict(NVEMBED_V1_TEXT_CONFIG), dict(NVEMBED_V1_LATENT_CONFIG),
+                                            "meta", torch.float32)
+    assert (text_config.hidden_size, text_config.num_hidden_layers, text_config.sliding_window) == (4096, 32, None)
+    shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    assert shapes["language_model.embed_tokens.weight"] == (32000, 4096)
+    assert shapes["language_model.layers.31.self_attn.k_proj.weight"] == (1024, 4096)  # 8 KV heads of 128
+    assert "language_model.layers.32.mlp.up_proj.weight" not in shapes
+    assert shapes["language_model.layers.0.mlp.up_proj.weight"] == (14336, 4096)
+    rename = checkpoint_renamer(model)  # the published (transformers 4.42) names map onto this tree
+    assert shapes[rename("vision_tower.vision_model.encoder.layers.23.mlp.fc1.weight")] == (4096, 1024)
+    assert shapes[rename("vision_tower.vision_model.post_layernorm.weight")] == (1024,)
+    assert shapes["multi_modal_projector.linear_1.weight"] == (4096, 1024)
+    assert shapes["image_newline"] == (4096,)
+    assert shapes["latent_attention_model.latents"] == (512, 4096)
+    assert shapes["latent_attention_model.cross_attend_blocks.0.fn.to_kv.weight"] == (2 * 8 * 4096, 4096)
+    assert not any("lm_head" in name for name in shapes)  # NV-Embed has no language-model head
+    assert all(not layer.self_attn.is_causal for layer in model.language_model.layers)
+    with torch.no_grad():
+        out = model.vision_tower(torch.empty(1, 3, 336, 336, device="meta"), output_hidden_states=True)
+        patches = out.hidden_states[config.vision_feature_layer][:, 1:]
+        assert patches.shape[1] == 576
+        pooled = model.latent_attention_model(torch.empty(2, 7, 4096, device="meta"),
+                                              torch.ones(2, 7, device="meta"))
+    assert tuple(pooled.shape) == (2, 4096)
+    assert EMBEDDERS.info("mm-embed").license == "CC-BY-NC-4.0"

@@ -19,12 +19,15 @@ rope theta 1e4; latent attention 512 latents x 4096, 8 heads of 4096) are built 
 config.json key `mmembed_retriever_config` ({"text_config": {...}, "latent_attention_config": {...}})
 overrides them; only this project's tiny test checkpoints use it.
 
-Licence of the weights: CC-BY-NC-4.0 (non-commercial). 7B parameters: GPU only unless forced.
+Weight names are the published ones, except that transformers 5's CLIPVisionModel has no `vision_model`
+level: `vision_tower.vision_model.*` is loaded into `vision_tower.*` (see `checkpoint_renamer`).
+
+Licence of the weights: CC-BY-NC-4.0 (non-commercial). 8.2B parameters: GPU only unless forced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +99,7 @@ def _build_model(model_dir: Path, device: str, dtype: torch.dtype) -> tuple[Any,
         )
     text_values["vocab_size"] = embed_shape[0]  # NV-Embed-v1 keeps Mistral's 32000 rows (no <image>/<pad> rows)
     model, text_config = construct_mm_embed(config, text_values, latent_values, device, dtype)
-    load_weights_strict(model, model_dir, rename=lambda key: key, what="MM-Embed")
+    load_weights_strict(model, model_dir, rename=checkpoint_renamer(model), what="MM-Embed")
     model.eval()
     settings = {
         "image_token_id": config.image_token_index,
@@ -111,6 +114,26 @@ def _build_model(model_dir: Path, device: str, dtype: torch.dtype) -> tuple[Any,
         # instruction masking counts tokens from the left edge, which only holds with right padding
         raise CheckpointMismatchError(f"{model_dir}: padding_side {settings['padding_side']!r} is not supported")
     return model, settings
+
+
+PUBLISHED_VISION_PREFIX = "vision_tower.vision_model."
+
+
+def checkpoint_renamer(model: Any) -> Callable[[str], str]:
+    """Checkpoint name -> name in `model`. The published file was written by transformers 4.42, whose
+    CLIPVisionModel wrapped its layers in `vision_model`; transformers 5 dropped that level, so
+    `vision_tower.vision_model.encoder...` is looked up as `vision_tower.encoder...` when the model has it.
+    Everything else keeps its name; the strict loader reports whatever still does not line up."""
+    names = set(model.state_dict())
+
+    def rename(key: str) -> str:
+        if key not in names and key.startswith(PUBLISHED_VISION_PREFIX):
+            flat = "vision_tower." + key[len(PUBLISHED_VISION_PREFIX) :]
+            if flat in names:
+                return flat
+        return key
+
+    return rename
 
 
 def construct_mm_embed(
