@@ -343,3 +343,42 @@ def test_zero_gpu_decorator_wraps_the_forward_when_spaces_is_installed(tiny_dir:
     EMBEDDERS.get("gme-2b", model_id=str(tiny_dir), device="cpu")
     assert wrapped == ["_encode_batch"]
     EMBEDDERS.clear()
+
+
+def test_batches_are_sorted_by_length_and_rows_come_back_in_order(embedder, images) -> None:
+    items = [
+        Item("long", text="a green dog photo of the sky on the grass a red cat"),
+        Item("img", image=images["square"]),
+        Item("short", text="dog"),
+        Item("img-text", text="blue sky", image=images["wide"]),
+        Item("mid", text="a red cat on grass"),
+    ]
+    seen: list[list[EmbedInput]] = []
+    encode = embedder._encode
+
+    def recording(batch):
+        seen.append(list(batch))
+        return encode(batch)
+
+    embedder._encode = recording
+    vectors = embedder.embed_items(items)
+    embedder._encode = encode
+    costs = [embedder._cost(entry) for batch in seen for entry in batch]
+    assert costs == sorted(costs)  # texts before images, short before long, across and within batches
+    assert [len(batch) for batch in seen] == [3, 2]  # batch_size 3
+    assert [entry.text for entry in seen[0]] == [items[2].text, items[4].text, items[0].text]
+    single = np.stack([embedder.embed_items([item])[0] for item in items])
+    np.testing.assert_allclose(vectors, single, atol=2e-5)  # written back at each item's own row
+
+
+def test_candidates_never_carry_the_query_instruction(embedder) -> None:
+    item = Item("c", text="red cat")
+    before = embedder.embed_items([item])
+    embedder.embed_query(Query(text="red cat", instruction="Find a picture."))
+    np.testing.assert_array_equal(before, embedder.embed_items([item]))
+    embedder.ensure_loaded()
+    with torch.no_grad():
+        as_candidate = embedder.forward_prepared(embedder.prepare([EmbedInput("red cat", None)]))
+        with_instruction = embedder.forward_prepared(embedder.prepare([EmbedInput("red cat", None, "Find a picture.")]))
+    np.testing.assert_allclose(before[0], as_candidate[0].numpy(), atol=1e-6)
+    assert float((as_candidate - with_instruction).abs().max()) > 1e-4
