@@ -130,6 +130,17 @@ def test_animated_palette_gif_is_searched(state, tmp_path):
     assert search(state, image=path)["first_stage"]["hits"][0]["id"] == "i-dog"
 
 
+def test_palette_png_with_transparency_is_searched(state, tmp_path):
+    path = tmp_path / "boat_palette.png"
+    image = Image.new("P", (20, 20), 1)
+    image.putpalette([255, 255, 255, 20, 60, 200] + [0, 0, 0] * 254)
+    image.info["transparency"] = 0  # palette transparency: Pillow warns unless it goes through RGBA
+    image.save(path, transparency=0)
+    out = search(state, image=path)
+    assert out["query"]["modality"] == "image"
+    assert out["first_stage"]["hits"][0]["id"] == "i-boat"
+
+
 def test_exif_rotated_photo_is_searched_upright(state, tmp_path):
     from mmembed.images import load_image
 

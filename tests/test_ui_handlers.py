@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from fakes import KeywordEmbedder
@@ -13,7 +14,7 @@ from mmembed.corpus import load_mbeir_jsonl
 from mmembed.ui import handlers as h
 from mmembed.ui.examples import load_examples
 from mmembed.ui.plot import mix_frame, render_mix_chart, stage_order
-from mmembed.ui.render import render_bias_summary, render_column, render_details
+from mmembed.ui.render import render_bias_summary, render_column, render_details, render_status
 from mmembed.ui.state import BackendNotUsable, DemoState
 
 
@@ -49,6 +50,8 @@ def test_first_stage_shows_modality_bias(state):
     assert "Reranking is off" in out["reranked"]["message"]
     hit = first["hits"][3]
     assert hit["image"] == "images/cat.png" and hit["image_file"].endswith("images/cat.png")
+    assert hit["image_url"] == "/gradio_api/file=" + hit["image_file"]
+    assert first["hits"][0]["image_url"] is None  # a text has no image
 
 
 def test_reranking_moves_items_and_lowers_the_wrong_modality_rate(state):
@@ -115,6 +118,11 @@ def test_repeated_queries_are_served_from_the_result_cache(state):
     again = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
     assert embedder.calls == calls  # neither the query nor the corpus was embedded again
     assert again["reranked"]["hits"] == first["reranked"]["hits"]
+    assert first["cached"] is False and again["cached"] is True
+    # a cache hit reports its own (lookup) time, not the first run's model load and rerank
+    assert set(again["timings_ms"]) == {"first_stage", "rerank"} and again["timings_ms"]["first_stage"] < 50
+    assert "served from the result cache" in render_status(again)
+    assert "served from the result cache" not in render_status(first)
     other = h.search(state, "dog", None, "image", "natural", 4, False, "keyword", "target-aware")
     assert embedder.calls["queries"] == calls["queries"] + 1
     assert other["first_stage"]["hits"][0]["id"] == "t-dog"
@@ -142,7 +150,12 @@ def test_export_writes_the_same_json_the_api_returns(state, tmp_path):
     session = h.second_stage(state, h.first_stage(state, request), "target-aware", True)
     path = h.export_json(session, tmp_path / "export")
     exported = json.loads(path.read_text(encoding="utf-8"))
-    assert exported == h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
+    api = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
+    assert exported["cached"] is False and api["cached"] is True  # the API call repeats the query: a cache hit
+    def stable(payload):
+        return {k: v for k, v in payload.items() if k not in {"timings_ms", "cached"}}
+
+    assert stable(exported) == stable(api)
     assert exported["reranked"]["hits"][0]["movement_label"] == "↑3"
     assert not list((tmp_path / "export").glob("*.tmp"))
 
@@ -172,10 +185,17 @@ def test_plot_frame_has_target_pool_and_both_stages(state):
     assert table[("Corpus pool", "image+text")] == pytest.approx(20.0)
     assert table[("First stage (75% wrong)", "text")] == pytest.approx(50.0)
     assert table[("After reranking (50% wrong)", "image")] == pytest.approx(50.0)
+    # the target leads every bar, so the right-coloured share starts at the left edge of each row
+    assert frame[frame["stage"] == "Corpus pool"]["modality"].tolist() == ["image", "text", "image+text"]
+    text_target = mix_frame({**out, "query": {**out["query"], "target": "text"}})
+    assert text_target[text_target["stage"] == "Asked for"]["modality"].tolist() == ["text", "image", "image+text"]
     assert mix_frame(None).empty
     chart = render_mix_chart(out)
     assert chart.count('class="mm-bar-row"') == 4
     assert 'data-modality="text" data-percent="50.0"' in chart and "75% wrong" in chart and "50% wrong" in chart
+    image_at = chart.index('data-modality="image" data-percent="25.0"')
+    assert image_at < chart.index('data-modality="text" data-percent="50.0"')
+    assert "image (asked for)</span>" in chart
     assert "appears here" in render_mix_chart(None)
 
 
@@ -187,7 +207,7 @@ def test_registry_state_falls_back_to_the_offline_model_and_refuses_unavailable_
     assert state.embedder_note("mmembed-mini") == note  # shown with every result the fallback produces
     assert state.embedder_note("siglip-b16") is None
     labels = {choice.name: choice.label for choice in state.embedder_choices()}
-    assert labels["mm-embed"] == "mm-embed — needs a GPU"
+    assert labels["mm-embed"] == "⊘ mm-embed — needs a GPU"
     assert labels["mmembed-mini"] == "mmembed-mini"
     with pytest.raises(BackendNotUsable, match="The embedder 'mm-embed' can't be used here: needs a GPU"):
         h.parse_request("cat", None, "image", "natural", 5, "mm-embed", state=state)
@@ -274,4 +294,47 @@ def test_building_the_page_imports_no_torch(tmp_path):
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "[]"
     # the GPU need is not checked yet (the full "needs a GPU" label comes with the page's load event)
-    assert lines[1] == "mm-embed — weights not downloaded (offline)"
+    assert lines[1] == "⊘ mm-embed — weights not downloaded (offline)"
+
+
+def test_picking_an_unavailable_model_is_refused_with_the_reason(tmp_path):
+    state = DemoState(Settings(corpus=tmp_path / "corpus.jsonl", cache_dir=tmp_path / "cache", device="cpu"))
+    assert h.pick_backend(state, "embedder", "mmembed-mini", "mmembed-mini") == ("mmembed-mini", None)
+    kept, warning = h.pick_backend(state, "embedder", "mm-embed", "mmembed-mini")
+    assert kept == "mmembed-mini"
+    assert warning == "The embedder 'mm-embed' can't be used here: needs a GPU. Staying with 'mmembed-mini'."
+    kept, warning = h.pick_backend(state, "reranker", "llava-next-7b", "smolvlm-256m")
+    assert kept == "smolvlm-256m" and warning.startswith("The reranker 'llava-next-7b' can't be used here: needs a GPU")
+    assert h.pick_backend(state, "embedder", "nope", "mmembed-mini")[1].startswith("Unknown embedder 'nope'")
+    assert h.pick_backend(state, "embedder", None, "mmembed-mini") == ("mmembed-mini", None)
+
+
+def test_licence_names_come_from_the_corpus_attribution(state):
+    attribution = state.corpus_root() / "ATTRIBUTION.md"
+    attribution.write_text("# Credits\n\n- **CC0**: not this one (outside the licence list)\n\n## Licences\n\n"
+                           "- **CC0**: Creative Commons Zero v1.0 Universal (https://example.org/cc0)\n"
+                           "- **PD**: Public domain\n\n## Sources\n\n- **x**: y\n", encoding="utf-8")
+    assert state.licences() == {"CC0": "Creative Commons Zero v1.0 Universal (https://example.org/cc0)",
+                                "PD": "Public domain"}
+    request = h.parse_request("cat", None, "image", "natural", 4, "keyword", 6, state=state)
+    details = h.item_details(state, h.first_stage(state, request), "i-cat")
+    assert details["license_name"] == "Creative Commons Zero v1.0 Universal (https://example.org/cc0)"
+    assert "CC0 — Creative Commons Zero v1.0 Universal" in render_details(details)
+    assert h.item_details(state, h.first_stage(state, request), "t-cat")["license_name"] is None
+
+
+def test_shipped_sample_corpus_licences_and_examples():
+    from mmembed.config import Settings as S
+
+    settings = S()
+    root = settings.corpus.parent
+    if not (root / "ATTRIBUTION.md").is_file() or not settings.queries or not settings.queries.is_file():
+        pytest.skip("the sample corpus is not in this checkout")
+    licences = h.parse_licences((root / "ATTRIBUTION.md").read_text(encoding="utf-8"))
+    corpus_licences = {json.loads(line).get("license") for line in settings.corpus.read_text().splitlines() if line}
+    assert corpus_licences <= set(licences)  # every item's licence has its full name in ATTRIBUTION.md
+    examples = load_examples(settings.queries)
+    assert [e.label.split(":")[0] for e in examples] == ["t->i", "t->t", "t->(i,t)", "i->t", "i->i", "(i,t)->i",
+                                                         "(i,t)->t", "(i,t)->(i,t)"]
+    for example in examples:
+        assert example.image is None or Path(example.image).resolve().is_relative_to(root.resolve())

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 MAX_QUERY_CHARS = 2000  # far beyond any model's context; longer input is a paste accident, not a query
 MAX_TOP_K = 50
 SNIPPET_CHARS = 220
+FILE_ROUTE = "/gradio_api/file="  # Gradio's route for the allowed corpus files, relative to the server URL
 TARGETS = {"image": Modality.IMAGE, "text": Modality.TEXT, "image+text": Modality.IMAGE_TEXT}
 MODES = ("natural", "filtered")
 
@@ -119,6 +121,8 @@ def hit_record(hit: Hit, target: Modality, corpus_root: Path | None) -> dict[str
         "text": text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…",
         "image": image_rel,
         "image_file": image_file,
+        # fetchable by API clients: server URL + this (the corpus folder is in allowed_paths)
+        "image_url": FILE_ROUTE + image_file if image_file else None,
     }
 
 
@@ -156,10 +160,13 @@ def _movement_label(hit: Hit, shown: int) -> str:
 
 def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Retrieve; returns the session dict {payload, candidates, query_image} with the reranked stage pending."""
+    loading = time.perf_counter()
     cached = state.results.get(("first", *request.cache_key()))
     if cached is not None:
-        return {**cached, "query_image": request.image}
-    loading = time.perf_counter()
+        # the stored timings belong to the first run; this answer took only the lookup
+        payload = {**cached["payload"], "cached": True,
+                   "timings_ms": {"first_stage": round((time.perf_counter() - loading) * 1000, 1)}}
+        return {**cached, "payload": payload, "query_image": request.image}
     retriever, note = state.retriever(request.embedder, progress)  # slow only the first time (model + index)
     note = note or state.embedder_note(request.embedder)
     started = time.perf_counter()
@@ -189,6 +196,7 @@ def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn |
         "first_stage": stage_record(shown, request.target, state, status="done"),
         "reranked": {"status": "pending", "reranker": None, "message": "Reranking…", "hits": [],
                      "modality_mix": [], "wrong_modality_rate": None},
+        "cached": False,
         "timings_ms": {"model_and_index_load": load_ms,
                        "first_stage": round((time.perf_counter() - started) * 1000, 1)},
     }
@@ -231,10 +239,11 @@ def second_stage(state: DemoState, session: dict[str, Any], reranker_name: str |
                       f" (python -m mmembed prefetch --reranker {reranker_name}). The first stage is unaffected.")
     cache_key = ("rerank", reranker_name, json.dumps(query_info, sort_keys=True), payload["embedder"]["name"],
                  session.get("query_image") and _file_digest(session["query_image"]))
+    started = time.perf_counter()
     cached = state.results.get(cache_key)
     if cached is not None:
-        return {**session, "payload": cached}
-    started = time.perf_counter()
+        timings = {**payload["timings_ms"], "rerank": round((time.perf_counter() - started) * 1000, 1)}
+        return {**session, "payload": {**cached, "cached": True, "timings_ms": timings}}
     try:
         from mmembed.rerankers.base import rerank
 
@@ -300,15 +309,53 @@ def item_details(state: DemoState, session: dict[str, Any] | None, item_id: str 
                 return {"rank": hit["rank"], "score": hit["score"]}
         return None
 
+    meta = {k: v for k, v in item.meta.items() if isinstance(v, (str, int, float, bool))}
+    licence = meta.get("license") or meta.get("licence")
     return {
         "id": item.id,
         "modality": item.modality.value,
         "text": item.text,
         "image_path": str(item.image) if isinstance(item.image, (str, Path)) else None,
-        "meta": {k: v for k, v in item.meta.items() if isinstance(v, (str, int, float, bool))},
+        "meta": meta,
+        "license_name": state.licences().get(str(licence)) if licence is not None else None,
         "first_stage": stage("first_stage"),
         "reranked": stage("reranked"),
     }
+
+
+_LICENCE_LINE = re.compile(r"^\s*[-*]\s+\*\*(?P<key>[^*]+)\*\*\s*:\s*(?P<name>.+?)\s*$")
+
+
+def parse_licences(markdown: str) -> dict[str, str]:
+    """Licence key -> full name from an ATTRIBUTION.md's "## Licences" list (`- **CC0-1.0**: Creative ...`)."""
+    licences: dict[str, str] = {}
+    in_section = False
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            in_section = line.lstrip("#").strip().lower() in {"licences", "licenses"}
+            continue
+        match = _LICENCE_LINE.match(line) if in_section else None
+        if match:
+            licences[match["key"].strip()] = match["name"]
+    return licences
+
+
+def pick_backend(state: DemoState, kind: str, name: str | None, previous: str | None) -> tuple[str | None, str | None]:
+    """What the embedder/reranker dropdown keeps after the visitor picked `name`, and a warning if refused.
+
+    An unavailable backend ("⊘ … — needs a GPU") cannot be disabled inside a Gradio dropdown, so picking it
+    is refused here: the dropdown returns to `previous` and the visitor reads why.
+    """
+    if not name:
+        return previous, None
+    found = {choice.name: choice for choice in state.choices(kind)}
+    if name not in found:
+        return previous, f"Unknown {kind} '{name}'; choose one of: {', '.join(found)}."
+    reason = found[name].reason
+    if reason is None:
+        return name, None
+    message = f"The {kind} '{name}' can't be used here: {reason}."
+    return previous, f"{message} Staying with '{previous}'." if previous else message
 
 
 EXPORT_MAX_AGE_S = 3600
@@ -351,7 +398,9 @@ __all__ = [
     "export_json",
     "first_stage",
     "item_details",
+    "parse_licences",
     "parse_request",
+    "pick_backend",
     "public_payload",
     "result_choices",
     "search",

@@ -2,7 +2,8 @@
 
 Events: Search (or Enter, or an example) runs the first stage and shows it at once; `.success()` then
 runs the reranker into the second column with its own progress bar. Every event has an `api_name`;
-`search` (a hidden button) returns both stages as one JSON object for `gradio_client` users.
+`search` (a hidden button) returns both stages as one JSON object for `gradio_client` users. Picking an
+unavailable model ("⊘ … — reason") is refused with a warning (Gradio cannot disable single options).
 """
 
 from __future__ import annotations
@@ -142,6 +143,24 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
 
     @zero_gpu
     def run_api(text, image, target, mode, top_k, rerank_on, embedder, reranker, depth, progress=gr.Progress()):  # noqa: B008
+        """Search the corpus and rerank: both ranked lists, each stage's modality mix and wrong-modality rate.
+
+        Returns {query, embedder, instruction, notes, pool: {name, size, mix}, first_stage and reranked:
+        {hits: [{rank, id, modality, score, matches_target, text (snippet), image (path in the corpus),
+        image_url (server URL + this), movement_label (reranked only)}], modality_mix, wrong_modality_rate,
+        status}, timings_ms}.
+
+        Args:
+            text: query text (may be empty when an image is given)
+            image: query image (optional)
+            target: image, text or image+text
+            mode: natural (rank the whole pool) or filtered (only the target modality)
+            top_k: results per stage, 1-50
+            rerank_on: rerank the candidates with an MLLM
+            embedder: first-stage embedder name
+            reranker: reranker name
+            depth: candidates the reranker sees (at least top_k)
+        """
         try:
             return h.search(state, text, image, target, mode, top_k, bool(rerank_on), embedder, reranker, depth,
                             _progress_fn(progress))
@@ -168,6 +187,12 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
         return (gr.Dropdown(choices=[(c.label, c.name) for c in state.embedder_choices()]),
                 gr.Dropdown(choices=[(c.label, c.name) for c in state.reranker_choices()]),
                 model_line(embedder_name, reranker_name, state.embedder_note(embedder_name)))
+
+    def guard_pick(kind: str, name: str | None, previous: str | None) -> tuple[Any, str | None]:
+        kept, warning = h.pick_backend(state, kind, name, previous)
+        if warning:
+            gr.Warning(html.escape(warning))
+        return gr.Dropdown(value=kept), kept
 
     def show_clicked(session, clicked_value):
         item_id = (clicked_value or "").split("|", 1)[0]  # "<id>|<time>": clicking the same card again still fires
@@ -234,6 +259,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
         with gr.Accordion("JSON: the object the `search` API returns", open=False):
             json_view = gr.JSON(elem_id="json-view")
         session = gr.State(None)
+        kept_embedder, kept_reranker = gr.State(default_embedder), gr.State(state.default_reranker())
         api_button = gr.Button(visible=False)
         api_json = gr.JSON(visible=False)
 
@@ -243,19 +269,28 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
 
         def wire(first_event: Any, suffix: str) -> None:
             first_event.success(run_second, [session, rerank_on, reranker], stage_outputs,
-                                api_name=f"rerank{suffix}", show_progress_on=[second_html], **heavy)
+                                api_name=f"rerank{suffix}", show_progress_on=[second_html],
+                                api_visibility="undocumented" if suffix else "public", **heavy)
 
         wire(gr.on([search_btn.click, text.submit], run_first, search_inputs, stage_outputs,
                    api_name="first_stage", show_progress_on=[first_html], **heavy), "")
         wire(example_box.load_input_event.then(run_first, search_inputs, stage_outputs, api_name="example_first_stage",
-                                               show_progress_on=[first_html], **heavy), "_example")
+                                               show_progress_on=[first_html], api_visibility="undocumented",
+                                               **heavy), "_example")
         api_button.click(run_api, [text, image, target, mode, top_k, rerank_on, embedder, reranker, depth], api_json,
                          api_name="search", **heavy)
         pick.input(show_details, [session, pick], [details_html, detail_image], api_name="details")
-        clicked.change(show_clicked, [session, clicked], [details_html, detail_image, pick], api_name="card_details")
-        demo.load(refresh_models, [embedder, reranker], [embedder, reranker, status], api_name="models")
+        # page plumbing: callable (api_name on every event) but kept out of "Use via API", which leads with `search`
+        internal = {"api_visibility": "undocumented"}
+        clicked.change(show_clicked, [session, clicked], [details_html, detail_image, pick], api_name="card_details",
+                       **internal)
+        demo.load(refresh_models, [embedder, reranker], [embedder, reranker, status], api_name="models", **internal)
+        embedder.input(lambda name, kept: guard_pick("embedder", name, kept), [embedder, kept_embedder],
+                       [embedder, kept_embedder], api_name="pick_embedder", **internal)
+        reranker.input(lambda name, kept: guard_pick("reranker", name, kept), [reranker, kept_reranker],
+                       [reranker, kept_reranker], api_name="pick_reranker", **internal)
         gr.on([embedder.change, reranker.change], lambda e, r: model_line(e, r, state.embedder_note(e)),
-              [embedder, reranker], status, api_name="model_status")
+              [embedder, reranker], status, api_name="model_status", **internal)
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
     return demo
 

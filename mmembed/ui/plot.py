@@ -39,7 +39,18 @@ def mix_frame(payload: Mapping[str, Any] | None) -> pd.DataFrame:
             continue
         label = stage_label(title, stage.get("wrong_modality_rate"))
         rows += [(label, r["label"], 100.0 * (r["share"] or 0.0)) for r in stage["modality_mix"]]
+    # Target first in every bar, then Modality's order: the right-coloured share always starts at the left
+    # edge, so the bars compare at a glance. Stages keep the order written above.
+    stages = list(dict.fromkeys(row[0] for row in rows))
+    order = modality_order(target)
+    rows.sort(key=lambda row: (stages.index(row[0]), order.index(row[1])))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def modality_order(target_label: str | None) -> list[str]:
+    """Modality labels with the target first, then the others in Modality's order (legend and segments)."""
+    labels = [m.label for m in Modality]
+    return labels if target_label not in labels else [target_label] + [m for m in labels if m != target_label]
 
 
 def stage_order(frame: pd.DataFrame) -> list[str]:
@@ -58,9 +69,11 @@ def render_mix_chart(payload: Mapping[str, Any] | None) -> str:
     frame = mix_frame(payload)
     if frame.empty:
         return '<div class="mm-chart mm-muted" id="mm-chart">The modality mix of each stage appears here.</div>'
+    target = Modality.parse((payload or {})["query"]["target"]).label
     legend = "".join(
-        f'<span class="mm-legend-item"><i style="background:{color}"></i>{escape(label)}</span>'
-        for label, color in COLORS.items()
+        f'<span class="mm-legend-item"><i style="background:{COLORS[label]}"></i>{escape(label)}'
+        f'{" (asked for)" if label == target else ""}</span>'
+        for label in modality_order(target)
     )
     rows = []
     rates = {"Asked for": None, "Corpus pool": None}

@@ -125,7 +125,9 @@ def render_status(payload: Mapping[str, Any] | None, model_note: str = "") -> st
     # a load of a few ms means "already loaded": not worth a word in the status line
     timings = {k: v for k, v in payload.get("timings_ms", {}).items() if k != "model_and_index_load" or v >= 50}
     if timings:
-        parts.append(" · ".join(f"{esc(k.replace('_', ' '))} {v:.0f} ms" for k, v in timings.items()))
+        parts.append(" · ".join(f"{esc(k.replace('_', ' '))} {_ms(v)}" for k, v in timings.items()))
+    if payload.get("cached"):
+        parts.append("served from the result cache")
     lines = [" · ".join(parts)]
     if embedder.get("note"):
         lines.append(f'<span class="mm-warn">{esc(embedder["note"])}</span>')
@@ -133,6 +135,10 @@ def render_status(payload: Mapping[str, Any] | None, model_note: str = "") -> st
         lines.append(f"instruction: <i>{esc(payload['instruction'])}</i>")
     lines.extend(f'<span class="mm-warn">{esc(note)}</span>' for note in payload.get("notes", []))
     return '<div class="mm-status">' + "<br>".join(lines) + "</div>"
+
+
+def _ms(value: float) -> str:
+    return esc("<1 ms") if value < 1 else f"{value:.0f} ms"  # "0 ms" would read as "did not run"
 
 
 def render_bias_summary(payload: Mapping[str, Any] | None) -> str:
@@ -175,7 +181,10 @@ def render_details(item: Mapping[str, Any] | None) -> str:
     rows = [("id", item["id"]), ("modality", Modality.parse(item["modality"]).label)]
     for key in ("source", "license", "credit", "topic", "title", "url"):
         if meta.get(key):
-            rows.append((key, meta[key]))
+            value = str(meta[key])
+            if key == "license" and item.get("license_name"):  # full name from the corpus' ATTRIBUTION.md
+                value = f"{value} — {item['license_name']}"
+            rows.append((key, value))
     for key, title in (("first_stage", "first stage"), ("reranked", "after reranking")):
         stage = item.get(key)
         rows.append((title, f"#{stage['rank']} · score {stage['score']:.4f}" if stage else "not in its top-k"))

@@ -38,7 +38,9 @@ class BackendChoice:
 
     @property
     def label(self) -> str:
-        return self.name if self.reason is None else f"{self.name} — {self.reason}"
+        # Gradio dropdowns cannot disable single options: "⊘" and the reason mark them, and picking one
+        # is refused by `handlers.pick_backend` (the dropdown goes back to the previous choice).
+        return self.name if self.reason is None else f"⊘ {self.name} — {self.reason}"
 
 
 class ResultCache:
@@ -78,6 +80,7 @@ class DemoState:
         self._rerankers: dict[str, Reranker] = {}
         self._lock = threading.RLock()  # one model load at a time: two would only fight for 2 cores
         self.results = ResultCache()
+        self._licences: dict[str, str] | None = None
 
     # --- what can be chosen ---------------------------------------------------------------------------
 
@@ -138,11 +141,16 @@ class DemoState:
             return self.settings.reranker
         return names[0] if names else ""
 
+    def choices(self, kind: str, *, check_gpu: bool = True) -> list[BackendChoice]:
+        """`embedder_choices` or `reranker_choices` by `kind` ("embedder" | "reranker")."""
+        if kind not in {"embedder", "reranker"}:
+            raise ValueError(f"kind must be 'embedder' or 'reranker', got {kind!r}")
+        return (self.embedder_choices(check_gpu=check_gpu) if kind == "embedder"
+                else self.reranker_choices(check_gpu=check_gpu))
+
     def check_usable(self, kind: str, name: str, *, check_gpu: bool = True) -> None:
         """Raise BackendNotUsable (with the reason) for an unknown or unavailable backend."""
-        choices = (self.embedder_choices(check_gpu=check_gpu) if kind == "embedder"
-                   else self.reranker_choices(check_gpu=check_gpu))
-        found = {choice.name: choice for choice in choices}
+        found = {choice.name: choice for choice in self.choices(kind, check_gpu=check_gpu)}
         if name not in found:
             raise BackendNotUsable(f"unknown {kind} {name!r}; choose one of: {', '.join(found)}")
         if found[name].reason is not None:
@@ -171,6 +179,18 @@ class DemoState:
             return Path(self._corpus.root)
         path = Path(self.settings.corpus)
         return path if path.is_dir() else path.parent
+
+    def licences(self) -> dict[str, str]:
+        """Licence key -> full name (and URL) from the corpus folder's ATTRIBUTION.md; {} without one."""
+        if self._licences is None:
+            from mmembed.ui.handlers import parse_licences
+
+            path = self.corpus_root() / "ATTRIBUTION.md"
+            try:
+                self._licences = parse_licences(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError):
+                self._licences = {}  # no attribution file: the corpus' own licence field is shown as is
+        return self._licences
 
     def allowed_paths(self) -> list[str]:
         return [str(self.corpus_root().resolve()), str(ASSETS_DIR.resolve())]

@@ -35,7 +35,9 @@ CSS = """
 .mm-card.mm-miss { border-left: 5px dashed #dc2626; opacity: .72; }
 .mm-rank { min-width: 2.6rem; font-weight: 700; font-size: 1.05rem; display: flex; flex-direction: column;
   align-items: center; gap: .2rem; }
-.mm-move { font-size: .75rem; font-weight: 700; padding: 0 .35rem; border-radius: 6px; }
+/* the theme's display font draws ↑/↓ as specks: movement badges use a font with full-size arrows */
+.mm-move { font: 700 .82rem/1.3 "DejaVu Sans", "Segoe UI Symbol", "Noto Sans Symbols", system-ui, sans-serif;
+  padding: 0 .4rem; border-radius: 6px; white-space: nowrap; }
 .mm-move-up { color: #15803d; background: #dcfce7; }
 .mm-move-down { color: #b91c1c; background: #fee2e2; }
 .mm-move-same { color: #475569; background: #e2e8f0; }

@@ -1,0 +1,103 @@
+"""The Blocks the demo builds: inputs, defaults, the event chain, concurrency, queue and launch options.
+
+These read the built page's configuration (what Gradio sends to the browser and how it schedules calls),
+so a refactor that drops the webcam, un-chains the reranker or lets two model calls run at once fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ui_helpers import make_state
+
+gr = pytest.importorskip("gradio")
+
+from mmembed.config import ASSETS_DIR, Settings  # noqa: E402
+from mmembed.ui import DemoState, build_demo, launch_options  # noqa: E402
+from mmembed.ui.layout import MAX_UPLOAD, QUEUE_SIZE  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    state = make_state(tmp_path_factory.mktemp("ui-layout"))
+    return build_demo(state), state
+
+
+def props(demo, elem_id: str) -> dict:
+    found = [c["props"] for c in demo.config["components"] if c["props"].get("elem_id") == elem_id]
+    assert len(found) == 1, elem_id
+    return found[0]
+
+
+def fns_by_name(demo) -> dict:
+    return {fn.api_name: fn for fn in demo.fns.values()}
+
+
+def test_query_inputs_and_defaults(built):
+    demo, _ = built
+    assert props(demo, "query-image")["sources"] == ["upload", "clipboard", "webcam"]
+    assert props(demo, "query-text")["max_length"] == 2000
+    assert [value for _, value in props(demo, "target")["choices"]] == ["image", "text", "image+text"]
+    assert [value for _, value in props(demo, "mode")["choices"]] == ["natural", "filtered"]
+    assert props(demo, "top-k")["value"] == 10
+    assert props(demo, "rerank-on")["value"] is True
+    assert props(demo, "embedder")["value"] == "keyword"
+    assert props(demo, "reranker")["value"] == "fake-reranker"
+
+
+def test_unavailable_models_are_listed_marked_with_the_reason(tmp_path):
+    state = DemoState(Settings(corpus=tmp_path / "corpus.jsonl", cache_dir=tmp_path / "cache", device="cpu"))
+    demo = build_demo(state, examples=[])
+    embedders = dict((value, label) for label, value in props(demo, "embedder")["choices"])
+    assert embedders["mm-embed"] == "⊘ mm-embed — needs a GPU"
+    assert embedders["mmembed-mini"] == "mmembed-mini"
+    assert props(demo, "embedder")["value"] == "mmembed-mini"  # the offline fallback, said so in the status
+    rerankers = dict((value, label) for label, value in props(demo, "reranker")["choices"])
+    assert rerankers["llava-next-7b"] == "⊘ llava-next-7b — needs a GPU"
+    status = props(demo, "status")["value"]
+    assert "Using the offline model &#x27;mmembed-mini&#x27; because the configured embedder" in status
+    assert state._corpus is None and state._retrievers == {} and state._rerankers == {}  # nothing loaded yet
+
+
+def test_rerank_is_chained_after_the_first_stage(built):
+    demo, _ = built
+    deps = {dep["api_name"]: dep for dep in demo.config["dependencies"]}
+    first, rerank = deps["first_stage"], deps["rerank"]
+    assert rerank["trigger_after"] == first["id"] and rerank["trigger_only_on_success"] is True
+    assert deps["rerank_example"]["trigger_after"] == deps["example_first_stage"]["id"]
+    assert deps["example_first_stage"]["trigger_after"] == deps["load_example"]["id"]
+    ids = {c["props"].get("elem_id"): c["id"] for c in demo.config["components"]}
+    assert first["show_progress_on"] == [ids["first-stage"]] and rerank["show_progress_on"] == [ids["reranked"]]
+
+
+def test_heavy_calls_share_one_concurrency_group_and_the_queue_is_bounded(built):
+    demo, _ = built
+    fns = fns_by_name(demo)
+    heavy = ["first_stage", "rerank", "example_first_stage", "rerank_example", "search"]
+    assert {(fns[name].concurrency_id, fns[name].concurrency_limit) for name in heavy} == {("model", 1)}
+    assert fns["details"].concurrency_id != "model"  # inspecting a result never waits behind a reranker
+    assert demo._queue.max_size == QUEUE_SIZE == 32
+    assert demo._queue.default_concurrency_limit == 2
+
+
+def test_api_lists_search_first_and_hides_page_plumbing(built):
+    demo, _ = built
+    fns = fns_by_name(demo)
+    public = sorted(name for name, fn in fns.items() if fn.api_visibility == "public")
+    assert public == ["details", "first_stage", "rerank", "search"]
+    assert all(fn.api_name for fn in fns.values())  # every event is named
+    deps = {dep["api_name"]: dep for dep in demo.config["dependencies"]}
+    ids = {c["props"].get("elem_id"): c["id"] for c in demo.config["components"]}
+    assert deps["pick_embedder"]["targets"] == [(ids["embedder"], "input")]  # refuses unavailable picks
+    assert deps["pick_reranker"]["targets"] == [(ids["reranker"], "input")]
+    doc = fns["search"].fn.__doc__  # shown in "Use via API"
+    assert "wrong_modality_rate" in doc and "target: image, text or image+text" in doc
+
+
+def test_launch_options_cap_uploads_and_serve_only_corpus_and_assets(built):
+    _, state = built
+    options = launch_options(state)
+    assert options["max_file_size"] == MAX_UPLOAD == "10mb"
+    assert options["allowed_paths"] == [str(state.corpus_root().resolve()), str(ASSETS_DIR.resolve())]
+    assert Path(options["allowed_paths"][0]).name == "corpus"
