@@ -123,6 +123,7 @@ def test_list_shows_every_backend_and_its_state(capsys):
     assert "openai/clip-vit-base-patch32" in by_name["clip-b32"] and by_name["clip-b32"].endswith("not downloaded")
     assert by_name["mmembed-mini"].endswith("ships with mmembed")
     assert by_name["smolvlm-256m"].startswith("reranker")
+    assert "CC-BY-NC-4.0" in by_name["mm-embed"] and "Apache-2.0" in by_name["gme-2b"]
 
 
 def test_importing_the_command_and_the_clip_backend_loads_nothing_heavy():
@@ -136,3 +137,17 @@ def test_importing_the_command_and_the_clip_backend_loads_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "[]"
+
+
+def test_mllm_embedders_fetch_weights_tokenizer_and_processor_files_only(downloads, capsys):
+    assert prefetch_cli.run(_parse("--embedder", "mm-embed", "--embedder", "gme-2b")) == 0
+    assert [call["repo_id"] for call in downloads] == ["nvidia/MM-Embed", "Alibaba-NLP/gme-Qwen2-VL-2B-Instruct"]
+    for call in downloads:
+        patterns = call["allow_patterns"]
+        # config + preprocessor + tokenizer json, safetensors shards; never the remote code or pickled weights
+        assert {"*.json", "*.safetensors"} <= set(patterns)
+        assert not any(p in ("*", "*.py", "*.bin", "*.pt") for p in patterns)
+    assert "*.model" in downloads[0]["allow_patterns"]  # MM-Embed's SentencePiece tokenizer
+    assert "*.txt" in downloads[1]["allow_patterns"]  # Qwen's merges.txt
+    err = capsys.readouterr().err
+    assert "mm-embed: downloading nvidia/MM-Embed (" in err and "licence CC-BY-NC-4.0" in err

@@ -3,7 +3,8 @@
 Only the files a backend needs are fetched (its `BackendInfo.allow_patterns`: config, tokenizer,
 safetensors weights; not the duplicate TF/Flax/ONNX/pickle copies many repos carry), through
 `huggingface_hub.snapshot_download`, which shows a progress bar per file. Afterwards the app and the
-CLI run with HF_HUB_OFFLINE=1. Every name is checked before anything is downloaded.
+CLI run with HF_HUB_OFFLINE=1. Every name is checked before anything is downloaded. The weights' licence
+is printed with each download and in `--list` (MM-Embed's is CC-BY-NC-4.0: non-commercial use only).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _list() -> int:
             else:
                 state = "cached" if weights_available(info.hub_id, info.revision) else "not downloaded"
                 source = info.hub_id
-            print(f"{kind:9} {name:15} {source:40} {state}")
+            print(f"{kind:9} {name:15} {source:40} {info.license or 'licence unknown':15} {state}")
     return 0
 
 
@@ -93,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{info.name}: nothing to download (ships with mmembed)")
             continue
         patterns = ", ".join(info.allow_patterns) or "all files"
-        print(f"{info.name}: downloading {info.hub_id} ({patterns})", file=sys.stderr, flush=True)
+        licence = f"; licence {info.license}" if info.license else ""  # e.g. MM-Embed is non-commercial
+        print(f"{info.name}: downloading {info.hub_id} ({patterns}{licence})", file=sys.stderr, flush=True)
         try:
             path = prefetch(info.hub_id, info.revision, info.allow_patterns)
         except MMEmbedError:
