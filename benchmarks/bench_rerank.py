@@ -15,6 +15,10 @@ as `cold_first_query_s`; p50/p95 are over the warm runs.
 
     .venv/bin/python benchmarks/bench_rerank.py --repeats 3        # about 5-10 minutes on 2 cores
     .venv/bin/python benchmarks/bench_rerank.py --quick            # one query per modality
+    .venv/bin/python benchmarks/bench_rerank.py --smoke            # < 1 minute: checks the script, measures nothing
+
+`--smoke` keeps the architecture's widths but only 2 text and 2 vision layers (random weights even when the real
+checkpoint is cached) and one query per modality; its JSON says `"smoke": true` and its timings mean nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ TEXT_CONFIG = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1
 VISION_CONFIG = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
                  "image_size": 512, "patch_size": 16}
 SCALE_FACTOR = 4  # (512 / 16)^2 / 4^2 = 64 image tokens per image
+TEXT_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+             "vocab_size")
+VISION_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+               "patch_size")
 WORDS = [
     "the", "a", "of", "on", "in", "with", "and", "is", "at", "by", "for", "to", "from", "red", "blue", "green",
     "small", "large", "old", "new", "dog", "cat", "bird", "car", "house", "tree", "river", "street", "city",
@@ -82,7 +90,8 @@ def _tokenizer():
                                    pad_token="<|endoftext|>")
 
 
-def _random_smolvlm(threads: int):
+def _random_smolvlm(layers: int | None = None):
+    """SmolVLM-256M's architecture with random weights; `layers` (smoke test only) cuts both towers' depth."""
     import torch
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
@@ -93,8 +102,9 @@ def _random_smolvlm(threads: int):
     processor = Idefics3Processor(
         image_processor=Idefics3ImageProcessorPil(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512}),
         tokenizer=tokenizer, image_seq_len=64, chat_template=SMOLVLM_TEMPLATE)
-    config = Idefics3Config(text_config={**TEXT_CONFIG, "pad_token_id": tokenizer.pad_token_id},
-                            vision_config=VISION_CONFIG, scale_factor=SCALE_FACTOR,
+    depth = {"num_hidden_layers": layers} if layers else {}
+    config = Idefics3Config(text_config={**TEXT_CONFIG, "pad_token_id": tokenizer.pad_token_id, **depth},
+                            vision_config={**VISION_CONFIG, **depth}, scale_factor=SCALE_FACTOR,
                             image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
                             pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
@@ -144,6 +154,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed queries per query modality (default 2)")
     parser.add_argument("--quick", action="store_true", help="one timed query per modality")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the machine has 2 cores)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="2+2 layers, one query per modality: checks the script end to end in < 1 minute")
     parser.add_argument("--naive-every", type=int, default=1,
                         help="run the naive loop on every Nth query only (it is slow); 1 = all")
     args = parser.parse_args()
@@ -153,16 +165,20 @@ def main() -> None:
     from mmembed.hub import weights_available
 
     torch.set_num_threads(args.threads)
-    repeats = 1 if args.quick else args.repeats
+    repeats = 1 if args.quick or args.smoke else args.repeats
     started = time.perf_counter()
-    if weights_available(HUB_ID):
+    if args.smoke:
+        reranker = _random_smolvlm(layers=2)
+        weights = ("SMOKE TEST, NOT A MEASUREMENT: SmolVLM-256M-Instruct widths (Idefics3 config values) but only 2 "
+                   "text and 2 vision layers, random weights")
+    elif weights_available(HUB_ID):
         from mmembed.rerankers import RERANKERS
 
         reranker = RERANKERS.get("smolvlm-256m", device="cpu", batch_size=10, feature_cache_dir=None)
         reranker._load()
         weights = f"real ({HUB_ID} from the local HF cache)"
     else:
-        reranker = _random_smolvlm(args.threads)
+        reranker = _random_smolvlm()
         weights = ("random init: SmolVLM-256M-Instruct architecture (Idefics3, SigLIP-base/16 at 512px, 64 image "
                    "tokens, SmolLM2-135M); real weights not in the HF cache (offline). Word-level tokenizer of the "
                    "real vocabulary size; prompts sized like real ones (see prompt_tokens)")
@@ -204,6 +220,11 @@ def main() -> None:
     fast_p50, naive_p50 = _percentile(all_fast, 50), _percentile(all_naive, 50)
     result = {
         "benchmark": "top-10 MLLM reranking (P(True)), fast path vs naive per-pair loop, CPU",
+        "smoke": args.smoke,
+        "architecture": {"model": "SmolVLM-256M-Instruct (Idefics3ForConditionalGeneration)",
+                         "text": {k: loaded.model.config.text_config.to_dict()[k] for k in TEXT_KEYS},
+                         "vision": {k: loaded.model.config.vision_config.to_dict()[k] for k in VISION_KEYS},
+                         "scale_factor": loaded.model.config.scale_factor},
         "weights": weights,
         "parameters": params,
         "candidates_per_query": 10,
@@ -218,6 +239,7 @@ def main() -> None:
         "naive_p50_s": round(naive_p50, 3),
         "naive_p95_s": round(_percentile(all_naive, 95), 3),
         "speedup_p50": round(naive_p50 / fast_p50, 2),
+        "speedup_p95": round(_percentile(all_naive, 95) / _percentile(all_fast, 95), 2),
         "fast_p50_by_query_modality_s": {k: round(_percentile(v, 50), 3) for k, v in fast_times.items()},
         "naive_p50_by_query_modality_s": {k: round(_percentile(v, 50), 3) for k, v in naive_times.items()},
         "cold_first_query_s": round(cold_s, 3),

@@ -16,7 +16,10 @@ Two paths give the same numbers (tests hold them to 1e-4):
   4. images are kept at one tile (no image splitting / capped pixels).
 
 Supported for the fast path: Idefics3 (SmolVLM) and Qwen2-VL. Other architectures (LLaVA-NeXT) are scored
-by batched naive forwards; they are GPU models anyway.
+by naive forwards with their own image tiling (anyres); they are GPU models anyway.
+
+A candidate whose image cannot be opened or that the image processor rejects is scored from its text, or gets
+0.0 when it has none, with a warning naming it; one bad candidate never fails the query.
 """
 
 from __future__ import annotations
