@@ -39,6 +39,8 @@ def rerank(
 
     Each returned Hit keeps the first-stage score in `first_stage_score` and its old rank in
     `original_rank`, so `Hit.movement` tells how far it moved. Ties keep first-stage order.
+    `fusion_weight` in [0, 1] mixes in the first-stage score (see the module docstring): 0 (default) ranks
+    by the reranker alone, 1 keeps the first-stage order, 0.5 averages the two on a [0, 1] scale.
     """
     if not 0.0 <= fusion_weight <= 1.0:
         raise ValidationError(f"fusion_weight must be in [0, 1], got {fusion_weight}")
