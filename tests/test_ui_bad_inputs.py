@@ -58,6 +58,10 @@ def test_text_over_the_models_limit_is_truncated_with_a_note(state):
     assert out["notes"] == ["text truncated to 77 tokens"]
     assert out["instruction"] == "Find an image."
     assert out["first_stage"]["hits"][0]["id"] == "i-cat"  # 300 x "cat" outweighs the text bias
+    # the truncation pops up (it concerns what the visitor typed); routine notes stay in the status line
+    assert h.notes_to_toast(["image read at 64x64 px", "text truncated to 77 tokens",
+                             "clip-b32 takes no instructions; the instruction was ignored"]) == [
+        "text truncated to 77 tokens"]
 
 
 @pytest.mark.parametrize(

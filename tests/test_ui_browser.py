@@ -25,6 +25,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright i
 def app_url(tmp_path_factory):
     from mmembed.ui import build_demo, launch_options
     from mmembed.ui.examples import Example
+    from mmembed.ui.state import BackendChoice
 
     state = make_state(tmp_path_factory.mktemp("ui-browser"))
     state._injected_rerankers = {"target-aware": TargetAwareReranker()}
@@ -33,6 +34,10 @@ def app_url(tmp_path_factory):
     Image.new("RGB", (40, 30), (90, 90, 90)).save(query_image)
     examples = [Example("cat", None, "image", "natural", "t->i: cat"),
                 Example(None, str(query_image), "text", "filtered", "i->t: dog")]
+    # one reranker that cannot run here, as the real registry lists e.g. llava-next-7b on a CPU box
+    available = state.reranker_choices
+    state.reranker_choices = lambda check_gpu=True: [*available(check_gpu=check_gpu),
+                                                     BackendChoice("big-vlm", "needs a GPU")]
     demo = build_demo(state, examples=examples)
     demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(state))
     try:
@@ -151,3 +156,16 @@ def test_clicking_an_example_runs_it(app_url, page, index):
     assert card_ids(page, "reranked") == [hit["id"] for hit in expected["reranked"]["hits"]]
     if example.mode == "filtered":
         assert page.locator("#first-stage .mm-card.mm-miss").count() == 0
+
+
+def test_picking_an_unavailable_reranker_is_refused_with_the_reason(app_url, page):
+    url, _, _ = app_url
+    page.goto(url)
+    page.get_by_text("Models", exact=True).click()
+    page.locator("#reranker input").click()
+    page.get_by_role("option", name="⊘ big-vlm — needs a GPU").click()
+    message = "The reranker 'big-vlm' can't be used here: needs a GPU. Staying with 'target-aware'."
+    page.get_by_text(message).first.wait_for()
+    page.wait_for_timeout(500)
+    assert page.get_by_text(message).count() == 1  # one warning per pick
+    assert page.locator("#reranker input").input_value() == "target-aware"

@@ -138,6 +138,11 @@ def test_details_show_attribution_and_both_stages(state):
     html = render_details(details)
     assert "Test Author" in html and "CC0" in html and "#4 · score" in html and "#1 · score" in html
     assert h.result_choices(session)[-1] == ("new #2 i-cat-mat (image)", "i-cat-mat")
+    dog = render_details(h.item_details(state, session, "t-dog"))
+    assert "<th>after reranking</th><td>not in its top-k</td>" in dog
+    unreranked = h.second_stage(state, h.first_stage(state, request), "target-aware", False)
+    assert "<th>after reranking</th><td>reranking was off</td>" in render_details(
+        h.item_details(state, unreranked, "i-cat"))
     assert h.item_details(state, session, None) is None
     with pytest.raises(h.UserInputError, match="No result 'nope'"):
         h.item_details(state, session, "nope")
@@ -320,6 +325,8 @@ def test_licence_names_come_from_the_corpus_attribution(state):
     details = h.item_details(state, h.first_stage(state, request), "i-cat")
     assert details["license_name"] == "Creative Commons Zero v1.0 Universal (https://example.org/cc0)"
     assert "CC0 — Creative Commons Zero v1.0 Universal" in render_details(details)
+    public = render_details({**details, "meta": {"license": "public domain"}, "license_name": "Public domain (none)"})
+    assert "<td>Public domain (none)</td>" in public  # not "public domain — Public domain (none)"
     assert h.item_details(state, h.first_stage(state, request), "t-cat")["license_name"] is None
 
 

@@ -89,8 +89,8 @@ def test_api_lists_search_first_and_hides_page_plumbing(built):
     assert all(fn.api_name for fn in fns.values())  # every event is named
     deps = {dep["api_name"]: dep for dep in demo.config["dependencies"]}
     ids = {c["props"].get("elem_id"): c["id"] for c in demo.config["components"]}
-    assert deps["pick_embedder"]["targets"] == [(ids["embedder"], "input")]  # refuses unavailable picks
-    assert deps["pick_reranker"]["targets"] == [(ids["reranker"], "input")]
+    assert deps["pick_embedder"]["targets"] == [(ids["embedder"], "select")]  # refuses unavailable picks
+    assert deps["pick_reranker"]["targets"] == [(ids["reranker"], "select")]
     doc = fns["search"].fn.__doc__  # shown in "Use via API"
     assert "wrong_modality_rate" in doc and "target: image, text or image+text" in doc
 

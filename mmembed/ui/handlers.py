@@ -156,6 +156,15 @@ def _movement_label(hit: Hit, shown: int) -> str:
     return "=" if moved == 0 else f"↑{moved}" if moved > 0 else f"↓{-moved}"
 
 
+def notes_to_toast(notes: list[str]) -> list[str]:
+    """The embedder notes worth a pop-up: those about the visitor's own input (it was cut short).
+
+    Every note is in the status line; routine ones ("image read at 64x64 px", "takes no instructions")
+    would pop up on every query and teach visitors to ignore warnings.
+    """
+    return [note for note in notes if "truncated" in note.lower()]
+
+
 # --- the two stages -----------------------------------------------------------------------------------
 
 def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn | None = None) -> dict[str, Any]:
@@ -320,6 +329,7 @@ def item_details(state: DemoState, session: dict[str, Any] | None, item_id: str 
         "license_name": state.licences().get(str(licence)) if licence is not None else None,
         "first_stage": stage("first_stage"),
         "reranked": stage("reranked"),
+        "reranked_status": payload["reranked"].get("status"),  # "off"/"unavailable"/"error": say so, not "absent"
     }
 
 
@@ -398,6 +408,7 @@ __all__ = [
     "export_json",
     "first_stage",
     "item_details",
+    "notes_to_toast",
     "parse_licences",
     "parse_request",
     "pick_backend",

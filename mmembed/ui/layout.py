@@ -131,7 +131,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
             session = h.first_stage(state, request, _progress_fn(progress))
         except MMEmbedError as exc:
             raise _user_error(exc) from exc
-        for note in session["payload"]["notes"]:
+        for note in h.notes_to_toast(session["payload"]["notes"]):
             gr.Warning(html.escape(note))
         return outputs_for(session, first=True)
 
@@ -285,10 +285,11 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
         clicked.change(show_clicked, [session, clicked], [details_html, detail_image, pick], api_name="card_details",
                        **internal)
         demo.load(refresh_models, [embedder, reranker], [embedder, reranker, status], api_name="models", **internal)
-        embedder.input(lambda name, kept: guard_pick("embedder", name, kept), [embedder, kept_embedder],
-                       [embedder, kept_embedder], api_name="pick_embedder", **internal)
-        reranker.input(lambda name, kept: guard_pick("reranker", name, kept), [reranker, kept_reranker],
-                       [reranker, kept_reranker], api_name="pick_reranker", **internal)
+        # `select`, not `input`: Gradio fires a dropdown's input event twice per pick (two identical warnings)
+        embedder.select(lambda name, kept: guard_pick("embedder", name, kept), [embedder, kept_embedder],
+                        [embedder, kept_embedder], api_name="pick_embedder", **internal)
+        reranker.select(lambda name, kept: guard_pick("reranker", name, kept), [reranker, kept_reranker],
+                        [reranker, kept_reranker], api_name="pick_reranker", **internal)
         gr.on([embedder.change, reranker.change], lambda e, r: model_line(e, r, state.embedder_note(e)),
               [embedder, reranker], status, api_name="model_status", **internal)
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)

@@ -182,12 +182,16 @@ def render_details(item: Mapping[str, Any] | None) -> str:
     for key in ("source", "license", "credit", "topic", "title", "url"):
         if meta.get(key):
             value = str(meta[key])
-            if key == "license" and item.get("license_name"):  # full name from the corpus' ATTRIBUTION.md
-                value = f"{value} — {item['license_name']}"
+            name = item.get("license_name")
+            if key == "license" and name:  # full name from the corpus' ATTRIBUTION.md
+                value = name if name.lower().startswith(value.lower()) else f"{value} — {name}"
             rows.append((key, value))
+    not_reranked = {"off": "reranking was off", "unavailable": "no reranker could run", "error": "the reranker failed",
+                    "pending": "reranking…"}.get(item.get("reranked_status") or "done")
     for key, title in (("first_stage", "first stage"), ("reranked", "after reranking")):
         stage = item.get(key)
-        rows.append((title, f"#{stage['rank']} · score {stage['score']:.4f}" if stage else "not in its top-k"))
+        absent = not_reranked if key == "reranked" and not_reranked else "not in its top-k"
+        rows.append((title, f"#{stage['rank']} · score {stage['score']:.4f}" if stage else absent))
     if item.get("image_path"):
         rows.append(("image file", Path(item["image_path"]).name))
     table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)

@@ -75,13 +75,13 @@ CSS = """
   background: var(--block-background-fill); }
 .mm-chart { display: flex; flex-direction: column; gap: .55rem; padding: .8rem 1rem; }
 .mm-chart-title { font-weight: 600; }
-.mm-bar-row { display: grid; grid-template-columns: 8.5rem 1fr 5.2rem; align-items: center; gap: .6rem; }
+.mm-bar-row { display: grid; grid-template-columns: 8.5rem 1fr 6.2rem; align-items: center; gap: .6rem; }
 .mm-bar-label { font-size: .88rem; }
 .mm-bar { display: flex; height: 1.6rem; border-radius: 6px; overflow: hidden;
   background: var(--background-fill-secondary); }
 .mm-seg { display: flex; align-items: center; justify-content: center; color: white; font-size: .75rem;
   font-weight: 700; white-space: nowrap; overflow: hidden; }
-.mm-bar-rate { font-size: .85rem; font-weight: 700; text-align: right; }
+.mm-bar-rate { font-size: .85rem; font-weight: 700; text-align: right; white-space: nowrap; }
 .mm-legend { display: flex; gap: 1rem; font-size: .8rem; color: var(--body-text-color-subdued); }
 .mm-legend-item i { display: inline-block; width: .8rem; height: .8rem; border-radius: 3px; margin-right: .3rem;
   vertical-align: -1px; }
