@@ -345,3 +345,17 @@ def test_shipped_sample_corpus_licences_and_examples():
                                                          "(i,t)->t", "(i,t)->(i,t)"]
     for example in examples:
         assert example.image is None or Path(example.image).resolve().is_relative_to(root.resolve())
+
+
+def test_first_query_loads_corpus_model_and_index_with_progress(tmp_path):
+    state = make_state(tmp_path)
+    steps: list[str] = []
+    request = h.parse_request("cat", None, "image", "natural", 3, "keyword", state=state)
+    assert state._retrievers == {}  # nothing is loaded before the first query
+    h.first_stage(state, request, progress=lambda done, total, desc: steps.append(desc))
+    assert steps[0].startswith("loading the corpus") and steps[1] == "loading embedder keyword"
+    assert steps[2].startswith("indexing the corpus") and steps[-1] == "searching"
+    steps.clear()
+    h.first_stage(state, h.parse_request("dog", None, "image", "natural", 3, "keyword", state=state),
+                  progress=lambda done, total, desc: steps.append(desc))
+    assert steps == ["searching"]  # loaded once, shared by every later query (and visitor)

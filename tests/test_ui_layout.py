@@ -101,3 +101,20 @@ def test_launch_options_cap_uploads_and_serve_only_corpus_and_assets(built):
     assert options["max_file_size"] == MAX_UPLOAD == "10mb"
     assert options["allowed_paths"] == [str(state.corpus_root().resolve()), str(ASSETS_DIR.resolve())]
     assert Path(options["allowed_paths"][0]).name == "corpus"
+
+
+def test_model_calls_get_the_zero_gpu_decorator_only_when_spaces_is_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    heavy = {"first_stage", "rerank", "example_first_stage", "rerank_example", "search"}
+    plain = fns_by_name(build_demo(make_state(tmp_path / "plain"), examples=[]))
+    assert not any(getattr(plain[name].fn, "zero_gpu", False) for name in heavy)  # no `spaces`: unchanged
+
+    def gpu(fn):
+        fn.zero_gpu = True  # what a ZeroGPU wrapper would be: marked, still callable
+        return fn
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    fns = fns_by_name(build_demo(make_state(tmp_path / "spaces"), examples=[]))
+    assert {name for name, fn in fns.items() if getattr(fn.fn, "zero_gpu", False)} == heavy
