@@ -119,9 +119,11 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
-def _read_jsonl(path: Path, problems: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl_objects(path: Path, problems: list[str], what: str = "corpus") -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each JSON-object line of `path`; bad lines are added to `problems`, not raised,
+    so that a caller can report every problem of the file at once."""
     if not path.is_file():
-        raise FileNotFoundError(f"corpus file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}")
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -159,7 +161,7 @@ def load_mbeir_jsonl(path: str | Path, *, check_images: bool = True, image_root:
     problems: list[str] = []
     items: list[Item] = []
     first_line: dict[str, int] = {}
-    for line_no, row in _read_jsonl(path, problems):
+    for line_no, row in iter_jsonl_objects(path, problems):
         where = f"line {line_no}"
         did = row.get("did")
         if not isinstance(did, (str, int)) or not str(did).strip():
@@ -373,7 +375,7 @@ def load_queries(path: str | Path, corpus: Corpus | None = None, *,
     base = Path(image_root).expanduser().resolve() if image_root is not None else path.parent
     problems: list[str] = []
     queries: list[EvalQuery] = []
-    for line_no, row in _read_jsonl(path, problems):
+    for line_no, row in iter_jsonl_objects(path, problems):
         qid = str(row.get("qid", "")).strip()
         where = f"line {line_no} (qid {qid!r})" if qid else f"line {line_no}"
         if not qid:

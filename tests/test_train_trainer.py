@@ -103,7 +103,7 @@ def test_bad_training_rows_are_all_reported(tmp_path):
         handle.write("not json\n")
     with pytest.raises(TrainingDataError) as info:
         load_training_set(root, image_size=16)
-    assert "line 20: not JSON" in str(info.value)
+    assert "line 20: not valid JSON" in str(info.value)
 
 
 def test_export_ships_weights_config_and_training_manifest(tiny, tmp_path):

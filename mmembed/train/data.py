@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmembed.corpus import iter_jsonl_objects
 from mmembed.instructions import INSTRUCTIONS
 from mmembed.train.text import query_text
 from mmembed.types import Modality, ValidationError
@@ -57,21 +58,8 @@ class PoolItem:
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"training file not found: {path}")
-    rows, problems = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {number}: not JSON ({exc.msg})")
-            continue
-        if not isinstance(row, dict):
-            problems.append(f"line {number}: expected an object")
-            continue
-        rows.append((number, row))
+    problems: list[str] = []
+    rows = list(iter_jsonl_objects(path, problems, what="training"))
     if problems:
         raise TrainingDataError(path, problems)
     return rows
