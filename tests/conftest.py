@@ -15,6 +15,11 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The developer's own hub cache, remembered for the `slow` real-weight tests (tests/test_real_weights.py),
+# which read snapshots from it as local folders.
+os.environ.setdefault("MMEMBED_TEST_REAL_HUB_CACHE", os.environ.get("HF_HUB_CACHE") or str(
+    Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub"))
+os.environ.pop("HF_HUB_CACHE", None)
 # An empty Hugging Face cache: whatever the developer has downloaded must not change test outcomes.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="mmembed-test-hf-")
 atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
