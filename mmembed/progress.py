@@ -27,6 +27,11 @@ def tqdm_progress(unit: str = "item", disable: bool = False) -> Iterator[Progres
 
     def update(done: int, total: int, description: str) -> None:
         bar = bars.get(description)
+        if bar is not None and (done < bar.n or total != bar.total):
+            # the same job started again (e.g. the next training stage): a fresh bar, so that its
+            # elapsed time and rate are its own and not the previous run's
+            bar.close()
+            bar = None
         if bar is None:
             bar = bars[description] = tqdm(total=total, desc=description, unit=unit, disable=disable)
         bar.total = total

@@ -18,3 +18,14 @@ def test_tqdm_progress_keeps_one_bar_per_description(capsys):
     err = capsys.readouterr().err
     assert "embedding: 100%" in err and "4/4" in err
     assert "indexing: 100%" in err and "2/2" in err
+
+
+def test_a_restarted_job_gets_a_fresh_bar(capsys):
+    """Two training stages report under one description: the second must not inherit the first's clock."""
+    with tqdm_progress(unit="step") as progress:
+        progress(5, 5, "training")
+        progress(1, 3, "training")  # counts went back and the total changed: a new run
+        progress(3, 3, "training")
+    err = capsys.readouterr().err
+    assert "5/5" in err and "3/3" in err
+    assert "0/5" in err and "0/3" in err  # each run's bar opened at zero (a reused bar would show no "0/3")
