@@ -131,7 +131,10 @@ def bench_full_size_reranker(corpus: Path, embedder: str, n_queries: int) -> dic
     spec = importlib.util.spec_from_file_location("bench_rerank", ROOT / "benchmarks" / "bench_rerank.py")
     bench_rerank = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_rerank)
-    reranker = bench_rerank._random_smolvlm(threads=os.cpu_count() or 1)
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)  # as the app runs: torch's default, all cores
+    reranker = bench_rerank._random_smolvlm()
     state = DemoState(Settings(corpus=corpus, cache_dir=Path(tempfile.mkdtemp()), embedder=embedder),
                       corpus=load_corpus(corpus), embedders={embedder: EMBEDDERS.get(embedder, device="cpu")},
                       rerankers={reranker.name: reranker})

@@ -31,7 +31,8 @@ class Settings:
     fallback_embedder: str = "mmembed-mini"
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    # The first-stage embedder's: auto | float32 | float16 | bfloat16, or int8 (CLIP family, CPU). Rerankers use auto.
+    dtype: str = "auto"
     index_type: str = "flat"  # flat | hnsw | ivfpq
     batch_size: int = 32
     top_k: int = 10

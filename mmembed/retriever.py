@@ -6,7 +6,7 @@ import threading
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mmembed.progress import ProgressFn
 from mmembed.types import Hit, MMEmbedError, Modality, Query, ValidationError
@@ -53,7 +53,7 @@ class Retriever:
         from mmembed.corpus import load_corpus
         from mmembed.embedders import EMBEDDERS
 
-        embedder = EMBEDDERS.get(settings.embedder, device=settings.device)
+        embedder = EMBEDDERS.get(settings.embedder, **embedder_options(settings, settings.embedder))
         return cls(load_corpus(settings.corpus), embedder, cache_dir=settings.cache_dir,
                    index_type=settings.index_type)
 
@@ -104,6 +104,19 @@ class Retriever:
         return [replace(hit, rank=rank) for rank, hit in enumerate(hits, start=1)]
 
 
+def embedder_options(settings: Settings, name: str) -> dict[str, Any]:
+    """Constructor options for embedder `name` from `settings`: the device, and the dtype when one is set and
+    the backend takes one (mmembed-mini has a single float32 path; "int8" is the CLIP family's CPU option)."""
+    import inspect
+
+    from mmembed.embedders import EMBEDDERS
+
+    options: dict[str, Any] = {"device": settings.device}
+    if settings.dtype != "auto" and "dtype" in inspect.signature(EMBEDDERS.factory(name)).parameters:
+        options["dtype"] = settings.dtype
+    return options
+
+
 def load_embedder_with_fallback(settings: Settings, name: str | None = None) -> tuple[Embedder, str | None]:
     """The embedder `name` (default settings.embedder), loaded; if its weights cannot be had (offline,
     not cached), the shipped offline model settings.fallback_embedder instead, with a note saying why.
@@ -116,7 +129,7 @@ def load_embedder_with_fallback(settings: Settings, name: str | None = None) -> 
 
     wanted = name or settings.embedder
     try:
-        embedder = EMBEDDERS.get(wanted, device=settings.device)
+        embedder = EMBEDDERS.get(wanted, **embedder_options(settings, wanted))
         embedder.embed_query(Query(text="warm-up"))
         return embedder, None
     except (WeightsNotAvailableError, BackendUnavailableError) as exc:

@@ -133,3 +133,13 @@ def test_fallback_embedder_when_the_wanted_one_cannot_load(monkeypatch):
         load_embedder_with_fallback(Settings.from_env(embedder="big", fallback_embedder="big"))
     with pytest.raises(Exception, match="unknown embedder 'nope'"):  # a typo is not silently replaced
         load_embedder_with_fallback(settings, "nope")
+
+
+def test_the_dtype_setting_reaches_backends_that_take_one():
+    from mmembed.config import Settings
+    from mmembed.retriever import embedder_options
+
+    assert embedder_options(Settings(device="cpu"), "clip-b32") == {"device": "cpu"}  # auto: the backend decides
+    assert embedder_options(Settings(device="cpu", dtype="int8"), "clip-b32") == {"device": "cpu", "dtype": "int8"}
+    # the shipped model has one float32 path and no dtype option: the setting must not break it
+    assert embedder_options(Settings(device="cpu", dtype="int8"), "mmembed-mini") == {"device": "cpu"}
