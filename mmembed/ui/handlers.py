@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmembed.progress import ProgressFn, report
 from mmembed.types import Hit, MMEmbedError, Modality, Query, ValidationError
+from mmembed.ui.state import parse_licences
 
 if TYPE_CHECKING:
     from mmembed.ui.state import DemoState
@@ -331,23 +331,6 @@ def item_details(state: DemoState, session: dict[str, Any] | None, item_id: str 
         "reranked": stage("reranked"),
         "reranked_status": payload["reranked"].get("status"),  # "off"/"unavailable"/"error": say so, not "absent"
     }
-
-
-_LICENCE_LINE = re.compile(r"^\s*[-*]\s+\*\*(?P<key>[^*]+)\*\*\s*:\s*(?P<name>.+?)\s*$")
-
-
-def parse_licences(markdown: str) -> dict[str, str]:
-    """Licence key -> full name from an ATTRIBUTION.md's "## Licences" list (`- **CC0-1.0**: Creative ...`)."""
-    licences: dict[str, str] = {}
-    in_section = False
-    for line in markdown.splitlines():
-        if line.startswith("#"):
-            in_section = line.lstrip("#").strip().lower() in {"licences", "licenses"}
-            continue
-        match = _LICENCE_LINE.match(line) if in_section else None
-        if match:
-            licences[match["key"].strip()] = match["name"]
-    return licences
 
 
 def pick_backend(state: DemoState, kind: str, name: str | None, previous: str | None) -> tuple[str | None, str | None]:

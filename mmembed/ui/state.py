@@ -7,6 +7,7 @@ in seconds. Tests inject fakes through `DemoState(corpus=..., embedders=..., rer
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -183,8 +184,6 @@ class DemoState:
     def licences(self) -> dict[str, str]:
         """Licence key -> full name (and URL) from the corpus folder's ATTRIBUTION.md; {} without one."""
         if self._licences is None:
-            from mmembed.ui.handlers import parse_licences
-
             path = self.corpus_root() / "ATTRIBUTION.md"
             try:
                 self._licences = parse_licences(path.read_text(encoding="utf-8"))
@@ -234,3 +233,19 @@ def _reason(registry: Any, name: str, device: str) -> str | None:
     except Exception as exc:  # a broken cache entry must not take the whole dropdown down
         return f"unavailable ({type(exc).__name__})"
 
+
+_LICENCE_LINE = re.compile(r"^\s*[-*]\s+\*\*(?P<key>[^*]+)\*\*\s*:\s*(?P<name>.+?)\s*$")
+
+
+def parse_licences(markdown: str) -> dict[str, str]:
+    """Licence key -> full name from an ATTRIBUTION.md's "## Licences" list (`- **CC0-1.0**: Creative ...`)."""
+    licences: dict[str, str] = {}
+    in_section = False
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            in_section = line.lstrip("#").strip().lower() in {"licences", "licenses"}
+            continue
+        match = _LICENCE_LINE.match(line) if in_section else None
+        if match:
+            licences[match["key"].strip()] = match["name"]
+    return licences
