@@ -55,6 +55,7 @@ class PoolItem:
     text: str | None
     image: str | None
     modality: Modality
+    concept: str | None = None  # what an image shows ("apple"): the label of the auxiliary concept loss
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
@@ -81,7 +82,7 @@ def load_pool(path: Path) -> list[PoolItem]:
             problems.append(f"line {number}: modality {modality.value!r} but fields give {implied.value!r}")
         else:
             seen.add(did)
-            items.append(PoolItem(did, row.get("txt"), row.get("img_path"), modality))
+            items.append(PoolItem(did, row.get("txt"), row.get("img_path"), modality, row.get("concept") or None))
     if problems:
         raise TrainingDataError(path, problems)
     return items
@@ -138,6 +139,8 @@ class TrainingArrays:
     positives: list[np.ndarray]  # pool indices per query
     negatives: list[np.ndarray]
     did_index: dict[str, int]
+    concept_text: np.ndarray | None = None  # per concept: index into texts of its prompt ("a picture of apple")
+    image_concept: np.ndarray | None = None  # per image: its concept's index, -1 when unknown
 
     def split(self, name: str) -> np.ndarray:
         import numpy as np
@@ -185,6 +188,13 @@ def build_arrays(root: Path, pool: Sequence[PoolItem], queries: Sequence[TrainQu
     query_target = np.array([MODALITY_INDEX[q.target] for q in queries], dtype=np.int64)
     positives = [np.array([did_index[d] for d in q.positives], dtype=np.int64) for q in queries]
     negatives = [np.array([did_index[d] for d in q.negatives if d in did_index], dtype=np.int64) for q in queries]
+    concepts = sorted({p.concept for p in pool if p.concept and p.image})
+    concept_index = {name: i for i, name in enumerate(concepts)}
+    concept_text = np.array([text_id(concept_prompt(name)) for name in concepts], dtype=np.int64)
+    image_concept = np.full(len(image_paths), -1, dtype=np.int64)
+    for item, row in zip(pool, pool_image, strict=True):
+        if item.concept and row >= 0:
+            image_concept[row] = concept_index[item.concept]
     images = np.zeros((len(image_paths), image_size, image_size, 3), dtype=np.uint8)
     for i, rel in enumerate(image_paths):
         with Image.open(root / rel) as image:
@@ -192,7 +202,13 @@ def build_arrays(root: Path, pool: Sequence[PoolItem], queries: Sequence[TrainQu
         if progress is not None and (i % 500 == 0 or i == len(image_paths) - 1):
             progress(i + 1, len(image_paths), "decoding images")
     return TrainingArrays(root, list(pool), list(queries), texts, images, pool_text, pool_image, pool_modality,
-                          query_txt, query_image, query_instruction, query_target, positives, negatives, did_index)
+                          query_txt, query_image, query_instruction, query_target, positives, negatives, did_index,
+                          concept_text, image_concept)
+
+
+def concept_prompt(name: str) -> str:
+    """The text whose (locked) vector a concept's images are pulled towards."""
+    return f"a picture of {name}"
 
 
 def load_training_set(root: Path, queries_path: Path | None = None, image_size: int = 64,

