@@ -301,7 +301,7 @@ def read_twemoji(folder: Path, exclusion: Exclusion, stats: dict[str, int]) -> l
 
 def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed: int, workers: int,
           twemoji: Path | None = None, max_twemoji: int = 1500, concepts: Path | None = None) -> dict:
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     rng = random.Random(seed)
     exclusion = Exclusion.from_sample_corpus(sample_corpus)
@@ -482,12 +482,13 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
     query_rows: list[dict] = []
 
     def add(task: str, qmod: Modality, target: Modality, txt: str | None, img: str | None, pos: list[str],
-            src: str):
-        query_rows.append({
-            "qid": f"q{len(query_rows):06d}", "query_txt": txt, "query_img_path": img,
-            "query_modality": qmod.value, "pos_cand_list": list(dict.fromkeys(pos)), "task": task,
-            "target_modality": target.value, "instruction": instruction(qmod, target), "source": src,
-        })
+            src: str, ignore: list[str] | None = None):
+        row = {"qid": f"q{len(query_rows):06d}", "query_txt": txt, "query_img_path": img,
+               "query_modality": qmod.value, "pos_cand_list": list(dict.fromkeys(pos)), "task": task,
+               "target_modality": target.value, "instruction": instruction(qmod, target), "source": src}
+        if ignore:  # the query's own image is in the pool: neither a positive nor a negative
+            row["ignore_cand_list"] = ignore
+        query_rows.append(row)
 
     for clip in kept:
         stem, img = clip.png.stem, f"images/{clip.png.name}"
@@ -499,16 +500,10 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
         name = concept_name(clip)
         gloss = [f"wn{offset}:text"] if offset else []
 
-        def view(stem: str = stem, png: Path = clip.png) -> str:
-            """A mirrored, cropped view of the drawing: the same thing, other pixels (query side only)."""
-            qname = f"images/{stem}_q.png"
-            if not (out / qname).exists():
-                with Image.open(png) as image:
-                    mirrored = ImageOps.mirror(image.convert("RGB"))
-                    w, h = mirrored.size
-                    mirrored.crop((w // 10, h // 10, w - w // 10, h - h // 10)).resize((w, h)).save(out / qname)
-            return qname
-
+        if len(group) < 2:  # image->image needs another drawing of the same thing
+            tasks = [t for t in tasks if t not in ("i->i", "(i,t)->i", "(i,t)->(i,t)")]
+        others_img = [f"{s}:image" for s in stems[1:]]
+        others_it = [f"{s}:image,text" for s in stems[1:]]
         for task in rng.sample(tasks, 2):
             if task == "t->i":
                 words = name if rng.random() < 0.6 else clip.title.lower()
@@ -521,15 +516,15 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
             elif task == "i->t":
                 add(task, I, T, None, img, [f"{stem}:text", *gloss], clip.key)
             elif task == "i->i":
-                add(task, I, I, None, view(), [f"{s}:image" for s in stems], clip.key)
+                add(task, I, I, None, img, others_img, clip.key, [f"{stem}:image", f"{stem}:image,text"])
             elif task == "(i,t)->i":
                 add(task, IT, I, rng.choice(["Find another picture of this.", "Show me a similar image.",
                                              "Another image of the same thing.", "More pictures like this one."]),
-                    view(), [f"{s}:image" for s in stems], clip.key)
+                    img, others_img, clip.key, [f"{stem}:image", f"{stem}:image,text"])
             elif task == "(i,t)->(i,t)":
                 add(task, IT, IT, rng.choice(["Find this picture with its title.", "The same kind of thing, captioned.",
                                               "Other captioned pictures of this."]),
-                    view(), [f"{s}:image,text" for s in stems], clip.key)
+                    img, others_it, clip.key, [f"{stem}:image", f"{stem}:image,text"])
             elif task == "(i,t)->t":
                 add(task, IT, T, rng.choice(["What is shown in this picture?", "What is this?",
                                              "Describe this drawing."]), img, [*gloss, f"{stem}:text"], clip.key)

@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="draw task types equally often, or by their share of the training queries")
     parser.add_argument("--no-photo-augment", action="store_true",
                         help="only zoom/shift/mirror augmentation (no backgrounds, colour, grayscale, blur)")
-    parser.add_argument("--feature-views", type=int, default=3,
+    parser.add_argument("--feature-views", type=int, default=2,
                         help="frozen backbone: precomputed views per image (1 as is + augmented ones)")
     parser.add_argument("--feature-cache", type=Path, default=None,
                         help="cache of frozen-backbone image features (default OUT/feature_cache)")

@@ -173,7 +173,8 @@ class Pipeline:
         self.log(f"mining top-{self.config.top_n} for {len(rows)} queries over {len(arrays.pool)} candidates")
         mined = mine_from_vectors(helper.embed_query_rows(rows), helper.embed_pool(), [p.did for p in arrays.pool],
                                   [p.modality for p in arrays.pool], [q.target for q in arrays.queries],
-                                  [q.positives for q in arrays.queries], self.config.top_n, self.config.threshold)
+                                  [q.positives + q.ignore for q in arrays.queries], self.config.top_n,
+                                  self.config.threshold)
         negatives = [list(m.wrong_modality[: self.config.max_c1]) + list(m.ranked_low) for m in mined]
         folder = self.stage_dir("mine")
         folder.mkdir(parents=True, exist_ok=True)

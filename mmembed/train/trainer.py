@@ -46,7 +46,7 @@ class StageConfig:
     concept_weight: float = 0.0  # auxiliary loss: images towards their concept's locked text vector
     concept_batch: int = 256
     task_balance: str = "count"  # "count": tasks drawn by their share of queries; "uniform": equally often
-    feature_views: int = 3  # frozen pretrained image tower: precomputed views per image (1 clean + augmented)
+    feature_views: int = 2  # frozen pretrained image tower: precomputed views per image (1 clean + augmented)
 
     def __post_init__(self) -> None:
         if self.negatives not in ("random", "hard"):
@@ -124,7 +124,7 @@ class Trainer:
         ], weight_decay=config.weight_decay)
         self.step = 0
         self.history: list[dict[str, Any]] = []
-        self._positive_sets = [set(p.tolist()) for p in data.positives]
+        self._positive_sets = [data.not_negative(q) for q in range(len(data.queries))]
 
     # ------------------------------------------------------------------------------------------ batches
     def _batch(self, step: int):
@@ -356,14 +356,16 @@ def retrieval_metrics(data: TrainingArrays, rows, query_vectors, pool_vectors, k
 
     from mmembed.train.mining import top_n_indices
 
-    ranked = top_n_indices(query_vectors, pool_vectors, max(ks))
+    ranked = top_n_indices(query_vectors, pool_vectors, max(ks) + 2)
     by_task: dict[str, list[list[bool]]] = {}
     wrong5 = []
     for row, ranking in zip(rows, ranked, strict=True):
         positives = set(data.positives[row].tolist())
+        ignored = data.not_negative(row) - positives
+        ranking = [c for c in ranking if int(c) not in ignored]  # e.g. an image query's own image
         hits = [any(int(c) in positives for c in ranking[:k]) for k in ks]
         by_task.setdefault(data.queries[row].task, []).append(hits)
-        wrong5.append(float(np.mean(data.pool_modality[ranking[:5]] != data.query_target[row])))
+        wrong5.append(float(np.mean(data.pool_modality[np.array(ranking[:5])] != data.query_target[row])))
     result: dict[str, Any] = {"queries": len(rows), "wrong_modality@5": round(float(np.mean(wrong5)), 4)}
     every = [h for hits in by_task.values() for h in hits]
     for i, k in enumerate(ks):
