@@ -76,7 +76,7 @@ def norm_text(text: str) -> str:
 
 def pixel_hash(image) -> str:
     """sha256 of the RGB pixels after the same square 64 px preparation training uses."""
-    from mmembed.train.images import prepare_image
+    from mmembed.models.mini_images import prepare_image
 
     return hashlib.sha256(prepare_image(image, IMAGE_SIZE).tobytes()).hexdigest()
 
@@ -180,7 +180,7 @@ def render(svg: Path, out_png: Path) -> bool:
     """Rasterise onto white with rsvg-convert, then pad to a square IMAGE_SIZE PNG."""
     from PIL import Image
 
-    from mmembed.train.images import prepare_image
+    from mmembed.models.mini_images import prepare_image
 
     try:
         done = subprocess.run(
@@ -349,7 +349,7 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
         rng.shuffle(emoji)
         for i, entry in enumerate(emoji[:max_twemoji]):
             with Image.open(entry.path) as image:
-                from mmembed.train.images import prepare_image
+                from mmembed.models.mini_images import prepare_image
 
                 square = prepare_image(image, IMAGE_SIZE)
             entry.png = out / "images" / f"em{i:05d}.png"

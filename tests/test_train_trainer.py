@@ -6,8 +6,8 @@ torch = pytest.importorskip("torch")
 
 from train_helpers import HashTextEncoder, build_tiny_set, tiny_model_config  # noqa: E402
 
+from mmembed.models.mini import build_model, load_model_dir  # noqa: E402
 from mmembed.train.data import TrainingDataError, load_training_set  # noqa: E402
-from mmembed.train.model import build_model, load_model_dir  # noqa: E402
 from mmembed.train.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from mmembed.train.trainer import StageConfig, Trainer  # noqa: E402
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from mmembed.corpus import iter_jsonl_objects
 from mmembed.instructions import INSTRUCTIONS
-from mmembed.train.text import query_text
+from mmembed.models.minilm import query_text
 from mmembed.types import Modality, ValidationError
 
 if TYPE_CHECKING:
@@ -150,8 +150,8 @@ def build_arrays(root: Path, pool: Sequence[PoolItem], queries: Sequence[TrainQu
     import numpy as np
     from PIL import Image
 
-    from mmembed.train.images import image_array
-    from mmembed.train.model import MODALITY_INDEX
+    from mmembed.models.mini import MODALITY_INDEX
+    from mmembed.models.mini_images import image_array
 
     texts: list[str] = []
     text_index: dict[str, int] = {}

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mmembed.train.model import CONFIG_NAME, WEIGHTS_NAME, load_model_dir, weights_fingerprint
+from mmembed.models.mini import CONFIG_NAME, WEIGHTS_NAME, load_model_dir, weights_fingerprint
 from mmembed.types import MMEmbedError
 
 MAX_BYTES = 50 * 1024 * 1024

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mmembed.train.model import CONFIG_NAME, MiniConfig
+from mmembed.models.mini import CONFIG_NAME, MiniConfig
 from mmembed.train.trainer import StageConfig
 from mmembed.types import MMEmbedError
 
@@ -61,13 +61,13 @@ class Pipeline:
     @property
     def text_encoder(self):
         if self._text_encoder is None:
-            from mmembed.train.text import shared_minilm
+            from mmembed.models.minilm import shared_minilm
 
             self._text_encoder = shared_minilm("cpu")
         return self._text_encoder
 
     def model_config(self) -> MiniConfig:
-        from mmembed.train.text import TEXT_TOWER_PACKAGE, text_tower_version
+        from mmembed.models.minilm import TEXT_TOWER_PACKAGE, text_tower_version
 
         model = self.config.model
         if model.text_tower == TEXT_TOWER_PACKAGE and not model.text_tower_version:
@@ -91,7 +91,7 @@ class Pipeline:
         """The same starting weights for M_rand and M_hard: built from the seed, saved once, re-read after."""
         import torch
 
-        from mmembed.train.model import build_model, load_model_dir, save_model_dir
+        from mmembed.models.mini import build_model, load_model_dir, save_model_dir
 
         init_dir = self.config.out / "init"
         if (init_dir / CONFIG_NAME).is_file():
@@ -134,7 +134,7 @@ class Pipeline:
             return self.mine()
         if stage == "hard":
             return self._train("hard", self.initial_model(), self.config.hard, self._mined_path(), stop_after)
-        from mmembed.train.model import load_model_dir
+        from mmembed.models.mini import load_model_dir
 
         self._require("hard")
         model, _, _ = load_model_dir(self.stage_dir("hard"))
@@ -149,9 +149,9 @@ class Pipeline:
         return self.stage_dir("mine") / "queries.jsonl"
 
     def mine(self) -> dict[str, Any]:
+        from mmembed.models.mini import load_model_dir
         from mmembed.train.data import write_queries_with_negatives
         from mmembed.train.mining import mine_from_vectors, summarize
-        from mmembed.train.model import load_model_dir
         from mmembed.train.trainer import Trainer
 
         self._require("rand")

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mmembed.models.mini import MiniConfig, save_model_dir
 from mmembed.train.data import TrainingArrays
-from mmembed.train.model import MiniConfig, save_model_dir
 from mmembed.types import Modality, ValidationError
 
 MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.IMAGE_TEXT)
