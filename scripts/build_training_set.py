@@ -27,13 +27,11 @@ import concurrent.futures
 import hashlib
 import io
 import json
-import os
 import random
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mmembed.instructions import INSTRUCTIONS  # noqa: E402
+from mmembed.storage import atomic_write_text  # noqa: E402
 from mmembed.types import Modality  # noqa: E402
 
 CLIPART_DIR = Path("/usr/share/openclipart/svg")
@@ -250,10 +249,8 @@ def instruction(query_mod: Modality, target: Modality) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    """The project's one atomic writer (the temp file is removed if the write fails)."""
+    atomic_write_text(path, text)
 
 
 def read_twemoji(folder: Path, exclusion: Exclusion, stats: dict[str, int]) -> list[Clipart]:

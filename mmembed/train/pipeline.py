@@ -12,15 +12,14 @@ Each finished folder is a model directory MiniEmbedder loads. A stage whose outp
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mmembed.models.mini import CONFIG_NAME, MiniConfig
+from mmembed.storage import atomic_write_json
 from mmembed.train.trainer import StageConfig
 from mmembed.types import MMEmbedError
 
@@ -170,10 +169,7 @@ class Pipeline:
         summary = {**summarize(mined), "top_n": self.config.top_n, "threshold": self.config.threshold,
                    "max_c1_kept": self.config.max_c1, "negatives_written": sum(len(n) for n in negatives),
                    "by_task": _by_task(arrays.queries, mined)}
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(summary, handle, indent=2)
-        os.replace(tmp, folder / "summary.json")
+        atomic_write_json(folder / "summary.json", summary, sort_keys=False)
         self.log(f"mined: {json.dumps(summary)}")
         return summary
 
