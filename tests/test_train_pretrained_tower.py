@@ -33,13 +33,13 @@ def tiny(tmp_path_factory):
 
 
 def _config():
-    from mmembed.train.model import MiniConfig
+    from mmembed.models.mini import MiniConfig
 
     return MiniConfig(dim=16, image_size=32, text_tower="hash-16", image_tower="efficientnet-lite0", head_hidden=8)
 
 
 def _trainer(tiny, tmp_path, **stage):
-    from mmembed.train.model import build_model
+    from mmembed.models.mini import build_model
     from mmembed.train.trainer import StageConfig, Trainer
 
     arrays, vectors = tiny
@@ -104,7 +104,7 @@ def test_concept_loss_pulls_images_to_their_prompt(tiny, tmp_path):
 def test_frozen_weights_are_stored_in_float16_and_reload(tiny, tmp_path):
     from safetensors.torch import load_file
 
-    from mmembed.train.model import WEIGHTS_NAME, load_model_dir, save_model_dir
+    from mmembed.models.mini import WEIGHTS_NAME, load_model_dir, save_model_dir
 
     trainer = _trainer(tiny, tmp_path, feature_views=1)
     save_model_dir(trainer.model, _config(), tmp_path / "model")
@@ -122,7 +122,7 @@ def test_frozen_weights_are_stored_in_float16_and_reload(tiny, tmp_path):
 
 
 def test_unknown_image_tower_is_refused():
-    from mmembed.train.model import MiniConfig, ModelDirError
+    from mmembed.models.mini import MiniConfig, ModelDirError
 
     with pytest.raises(ModelDirError, match="unknown image tower 'vit'"):
         MiniConfig(image_tower="vit")
