@@ -48,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="cache of frozen-backbone image features (default OUT/feature_cache)")
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--validate-every", type=int, default=0, help="0: validate only at the end of a stage")
+    parser.add_argument("--ct-validate-every", type=int, default=None,
+                        help="validation interval of the ct stage (default --validate-every): the forgetting curve")
+    parser.add_argument("--concept-batch", type=int, default=256, help="images per step in the concept loss")
     parser.add_argument("--text-cache", type=Path, default=None,
                         help="cache of text-tower vectors (default OUT/text_cache)")
     parser.add_argument("--force", action="store_true", help="redo stages whose output exists")
@@ -66,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     common = {"batch_size": args.batch_size, "temperature": args.temperature, "checkpoint_every": args.checkpoint_every,
               "validate_every": args.validate_every, "concept_weight": args.concept_weight,
               "task_balance": args.task_balance, "photo_augment": not args.no_photo_augment,
-              "feature_views": args.feature_views}
+              "feature_views": args.feature_views, "concept_batch": args.concept_batch}
+    ct_common = {**common, "validate_every": args.validate_every if args.ct_validate_every is None
+                 else args.ct_validate_every}
     config = PipelineConfig(
         data=args.data, out=args.out, seed=args.seed,
         model=MiniConfig(image_size=args.image_size, image_tower=args.image_tower),
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                          random_negatives=args.random_negatives, **common),
         hard=StageConfig(negatives="hard", steps=args.steps, lr=args.lr, head_lr=args.head_lr, **common),
         ct=StageConfig(negatives="hard", steps=args.ct_steps, lr=args.lr / 4, head_lr=args.head_lr / 2.5,
-                       text_task_share=args.ct_text_share, warmup=0.0, **common),
+                       text_task_share=args.ct_text_share, warmup=0.0, **ct_common),
         top_n=args.top_n, threshold=args.threshold, text_cache=args.text_cache, feature_cache=args.feature_cache,
     )
     if not (args.data / "pool.jsonl").is_file():

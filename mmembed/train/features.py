@@ -22,10 +22,13 @@ if TYPE_CHECKING:
 
 
 def _backbone_id(tower) -> str:
+    """The backbone's identity at float16 precision: shipped models store the frozen backbone in float16,
+    so the float32 ImageNet weights and their float16 copy share one cache (features differ by rounding)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(tower.backbone.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
+        value = tensor.detach().cpu()
+        digest.update((value.half() if value.is_floating_point() else value).numpy().tobytes()[:4096])
     return digest.hexdigest()[:16]
 
 

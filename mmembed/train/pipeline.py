@@ -106,7 +106,10 @@ class Pipeline:
         if self.config.model.image_tower == "efficientnet-lite0":  # start from the ImageNet weights (frozen)
             from mmembed.models.efficientnet_lite import load_pretrained
 
-            model.image_tower.backbone.load_state_dict(load_pretrained().state_dict())
+            # rounded to float16 as the shipped file stores it, so the saved init reloads to the very same weights
+            state = load_pretrained().state_dict()
+            model.image_tower.backbone.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                                                        for k, v in state.items()})
         save_model_dir(model, self.model_config(), init_dir, {"training": {"stage": "init", "seed": self.config.seed}})
         return model
 

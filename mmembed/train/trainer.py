@@ -160,7 +160,9 @@ class Trainer:
         augmenting = generator is not None and self.config.augment and len(rows) > 0
         if self.features is not None:
             views = self.features.shape[1]
-            view = (torch.randint(0, views, (len(rows),), generator=generator) if augmenting and views > 1
+            # views 1.. are the photo-augmented ones; without photo augmentation only view 0 is read
+            view = (torch.randint(0, views, (len(rows),), generator=generator)
+                    if augmenting and views > 1 and self.config.photo_augment
                     else torch.zeros(len(rows), dtype=torch.long))
             return self.features[rows, view].float()
         pixels = self.images[rows].permute(0, 3, 1, 2).float() / 255.0
