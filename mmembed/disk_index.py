@@ -168,7 +168,6 @@ def build_disk_index(folder: Path, *, count: int, dim: int, shard_size: int,
     rows, so no more than one shard (and the training sample) is in memory at a time. `fingerprint`
     names what the vectors are (model, corpus); a folder made for another fingerprint is rebuilt.
     """
-    import faiss
     import numpy as np
 
     folder = Path(folder)
@@ -284,7 +283,6 @@ def _merge(folder: Path, files: dict[str, Path], build: dict[str, Any], n_shards
     shard_files = [str(files["shards"] / f"shard-{shard:05d}.faiss") for shard in range(n_shards)]
     merge_ondisk(index, shard_files, str(files["ivfdata"].resolve()))
     atomic_write(files["lists"], lambda tmp: faiss.write_index(index, str(tmp)))
-    del index
     meta = {"build": build, "complete": True}
     atomic_write_json(files["meta"], meta)
     shutil.rmtree(files["shards"], ignore_errors=True)

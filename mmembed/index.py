@@ -207,13 +207,24 @@ def _fingerprint(embedder: Embedder, corpus: Corpus, **extra: Any) -> dict[str, 
     }
 
 
-def embed_corpus(corpus: Corpus, embedder: Embedder, folder: Path, *,
-                 progress: ProgressFn | None = None, shard_size: int = SHARD_SIZE) -> np.ndarray:
-    """All corpus embeddings, computed shard by shard and cached; a rerun resumes at the first missing shard."""
-    import numpy as np
+def embedding_fingerprint(corpus: Corpus, embedder: Embedder, shard_size: int = SHARD_SIZE) -> dict[str, Any]:
+    """What the embedding shards of (corpus, embedder) must have been made from to be reused."""
+    return _fingerprint(embedder, corpus, shard_size=shard_size)
 
+
+def shard_bounds(n_items: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
+    """(start, stop) item rows of each embedding shard."""
+    return [(start, min(start + shard_size, n_items)) for start in range(0, n_items, shard_size)]
+
+
+def prepare_embedding_cache(corpus: Corpus, embedder: Embedder, folder: Path,
+                            shard_size: int = SHARD_SIZE) -> dict[str, Any]:
+    """Check the shard cache's fingerprint; shards of another model or corpus version are removed (warning).
+
+    Returns the expected fingerprint. In a distributed build only rank 0 calls this, before any rank writes.
+    """
     shard_dir = folder / "embeddings"
-    expected = _fingerprint(embedder, corpus, shard_size=shard_size)
+    expected = embedding_fingerprint(corpus, embedder, shard_size)
     stored = read_json(shard_dir / "fingerprint.json")
     if stored is not None and stored != expected:
         warnings.warn(f"embedding cache {shard_dir} was made by another model or corpus version; re-embedding",
@@ -222,29 +233,46 @@ def embed_corpus(corpus: Corpus, embedder: Embedder, folder: Path, *,
             old.unlink()
     if stored != expected:
         atomic_write_json(shard_dir / "fingerprint.json", expected)
+    return expected
 
+
+def embed_shard(corpus: Corpus, embedder: Embedder, folder: Path, shard: int,
+                expected: dict[str, Any]) -> np.ndarray:
+    """The vectors of one shard: read from the cache when valid, else embedded and saved atomically."""
+    import numpy as np
+
+    shard_size, dim = expected["shard_size"], expected["dim"]
     items = corpus.items
-    n_shards = (len(items) + shard_size - 1) // shard_size
+    start, stop = shard * shard_size, min((shard + 1) * shard_size, len(items))
+    path = folder / "embeddings" / f"shard-{shard:05d}.npy"
+    vectors = _load_shard(path, stop - start, dim)
+    if vectors is not None:
+        return vectors
+    try:
+        vectors = np.asarray(embedder.embed_items(items[start:stop]), dtype=np.float32)
+    except ImageLoadError as exc:
+        # Say which items, and that finished shards are kept: fix the file, rerun, it resumes here.
+        raise ValidationError(
+            f"corpus {corpus.name!r}, items {start + 1}-{stop} ({items[start].id} .. {items[stop - 1].id}): "
+            f"{exc}; the {shard} finished shard(s) are kept and a rerun resumes here") from exc
+    if vectors.shape != (stop - start, dim):
+        raise MMEmbedError(f"embedder {embedder.name!r} returned shape {vectors.shape}, "
+                           f"expected ({stop - start}, {dim})")
+    atomic_save_npy(path, vectors)
+    return vectors
+
+
+def embed_corpus(corpus: Corpus, embedder: Embedder, folder: Path, *,
+                 progress: ProgressFn | None = None, shard_size: int = SHARD_SIZE) -> np.ndarray:
+    """All corpus embeddings, computed shard by shard and cached; a rerun resumes at the first missing shard."""
+    import numpy as np
+
+    expected = prepare_embedding_cache(corpus, embedder, folder, shard_size)
     shards: list[np.ndarray] = []
-    report(progress, 0, len(items), "embedding corpus")
-    for shard in range(n_shards):
-        start, stop = shard * shard_size, min((shard + 1) * shard_size, len(items))
-        path = shard_dir / f"shard-{shard:05d}.npy"
-        vectors = _load_shard(path, stop - start, expected["dim"])
-        if vectors is None:
-            try:
-                vectors = np.asarray(embedder.embed_items(items[start:stop]), dtype=np.float32)
-            except ImageLoadError as exc:
-                # Say which items, and that finished shards are kept: fix the file, rerun, it resumes here.
-                raise ValidationError(
-                    f"corpus {corpus.name!r}, items {start + 1}-{stop} ({items[start].id} .. {items[stop - 1].id}): "
-                    f"{exc}; the {shard} finished shard(s) are kept and a rerun resumes here") from exc
-            if vectors.shape != (stop - start, expected["dim"]):
-                raise MMEmbedError(f"embedder {embedder.name!r} returned shape {vectors.shape}, "
-                                   f"expected ({stop - start}, {expected['dim']})")
-            atomic_save_npy(path, vectors)
-        shards.append(vectors)
-        report(progress, stop, len(items), "embedding corpus")
+    report(progress, 0, len(corpus), "embedding corpus")
+    for shard, (_, stop) in enumerate(shard_bounds(len(corpus), shard_size)):
+        shards.append(embed_shard(corpus, embedder, folder, shard, expected))
+        report(progress, stop, len(corpus), "embedding corpus")
     if not shards:
         return np.zeros((0, expected["dim"]), dtype=np.float32)
     return np.concatenate(shards)

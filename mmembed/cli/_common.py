@@ -28,8 +28,9 @@ def add_retrieval_args(parser: argparse.ArgumentParser) -> None:
                         "for the released M-BEIR, its top folder)")
 
 
-def build_retriever(args: argparse.Namespace, *, progress_bar: bool = True) -> Retriever:
-    """Settings from env + flags, embedder (with offline fallback, announced on stderr), corpus, index."""
+def build_retriever(args: argparse.Namespace, *, progress_bar: bool = True, build_index: bool = True) -> Retriever:
+    """Settings from env + flags, embedder (with offline fallback, announced on stderr), corpus, and the index
+    (unless build_index is False: a distributed build embeds its own shards first)."""
     from mmembed.config import Settings
     from mmembed.corpus import load_corpus
     from mmembed.progress import tqdm_progress
@@ -48,8 +49,9 @@ def build_retriever(args: argparse.Namespace, *, progress_bar: bool = True) -> R
         options = {"image_root": args.image_root} if args.image_root is not None else {}
         retriever = Retriever(load_corpus(settings.corpus, **options), embedder, cache_dir=settings.cache_dir,
                               index_type=settings.index_type)
-        with tqdm_progress(disable=not progress_bar) as progress:
-            retriever.ensure_index(progress)
+        if build_index:
+            with tqdm_progress(disable=not progress_bar) as progress:
+                retriever.ensure_index(progress)
     return retriever
 
 
