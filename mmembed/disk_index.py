@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmembed.progress import ProgressFn, report
 from mmembed.storage import atomic_save_npy, atomic_write, atomic_write_json, read_json
-from mmembed.types import MMEmbedError
+from mmembed.types import MMEmbedError, Modality
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,7 +82,8 @@ class DiskIndex:
     """A merged on-disk IVF-PQ index plus the float16 vectors and modality codes of its rows.
 
     `search` has VectorIndex's contract: (scores, row numbers) per query, rows padded with -1 when fewer
-    than k match; `only` restricts to one modality code (FAISS ID selector on a bitmap).
+    than k match; `only` restricts to one modality (or its int8 code; a FAISS ID selector on a bitmap), so
+    the Retriever uses it as it uses a VectorIndex.
     """
 
     folder: Path
@@ -91,6 +92,8 @@ class DiskIndex:
     modalities: np.ndarray  # int8 per row
     nprobe: int = DEFAULT_NPROBE
     refine_factor: int = REFINE_FACTOR
+    index_type: str = "ivfpq-disk"
+    ids: list[str] | None = None  # item ids per row, when the caller has them (mmembed.index sets them)
     _bitmaps: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -100,10 +103,15 @@ class DiskIndex:
     def __len__(self) -> int:
         return int(self.faiss_index.ntotal)
 
-    def search(self, queries: np.ndarray, k: int, only: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, only: int | Modality | None = None) -> tuple[
+            np.ndarray, np.ndarray]:
         import faiss
         import numpy as np
 
+        if isinstance(only, Modality):
+            from mmembed.index import modality_code
+
+            only = modality_code(only)
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
             raise MMEmbedError(f"query has dimension {queries.shape[1]} but the index has {self.dim}")

@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 SHARD_SIZE = 256
-INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+# ivfpq-disk: for pools larger than RAM (mmembed.disk_index): lists and vectors stay on disk.
+INDEX_TYPES = ("flat", "hnsw", "ivfpq", "ivfpq-disk")
+# The disk index encodes this many cache shards at a time (~100k items): few, large shard files to merge.
+DISK_SHARD_FACTOR = 400
 _MODALITY_CODES = {modality: code for code, modality in enumerate(Modality)}
 
 # HNSW: 32 links per node and a wide search beam keep recall@10 >= 0.95 at 1M vectors.
@@ -56,11 +59,16 @@ SUBSET_EXACT_MAX = 50_000
 IVFPQ_MIN_ITEMS = 1000
 
 
+def modality_code(modality: Modality) -> int:
+    """The int8 code a modality has in an index's per-row modality array."""
+    return _MODALITY_CODES[modality]
+
+
 def effective_index_type(index_type: str, n: int) -> str:
     """The index type actually built for `n` vectors: ivfpq on a tiny pool becomes exact (flat)."""
     if index_type not in INDEX_TYPES:
         raise ValidationError(f"unknown index type {index_type!r}; use one of: {', '.join(INDEX_TYPES)}")
-    if index_type == "ivfpq" and n < IVFPQ_MIN_ITEMS:
+    if index_type in ("ivfpq", "ivfpq-disk") and n < IVFPQ_MIN_ITEMS:
         warnings.warn(f"ivfpq needs at least {IVFPQ_MIN_ITEMS} items to train; the {n}-item pool uses exact "
                       "(flat) search instead", stacklevel=3)
         return "flat"
@@ -302,6 +310,8 @@ def load_or_build_index(corpus: Corpus, embedder: Embedder, cache_dir: Path, *, 
     otherwise built (embedding only what the shard cache lacks) and saved."""
     index_type = effective_index_type(index_type, len(corpus))
     folder = cache_folder(cache_dir, corpus.name, embedder.name, embedder.fingerprint)
+    if index_type == "ivfpq-disk":
+        return build_or_open_disk_index(corpus, embedder, folder, progress=progress)
     expected = _fingerprint(embedder, corpus, index_type=index_type)
     loaded = _load_index(folder, index_type, expected, corpus)
     if loaded is not None:
@@ -351,3 +361,32 @@ def _load_index(folder: Path, index_type: str, expected: dict[str, Any], corpus:
                       IndexCacheWarning, stacklevel=3)
         return None
     return VectorIndex(faiss_index, ids, np.array(meta["modalities"], dtype=np.int8), index_type)
+
+
+def build_or_open_disk_index(corpus: Corpus, embedder: Embedder, folder: Path, *,
+                             progress: ProgressFn | None = None) -> Any:
+    """The on-disk IVF-PQ index of the corpus (mmembed.disk_index), built from the embedding shard cache
+    without ever holding all vectors in memory: shards are embedded (or found cached) one at a time, then
+    read back a group at a time for training and encoding."""
+    import numpy as np
+
+    from mmembed.disk_index import build_disk_index
+
+    expected = prepare_embedding_cache(corpus, embedder, folder)
+    bounds = shard_bounds(len(corpus))
+    report(progress, 0, len(corpus), "embedding corpus")
+    for shard, (_, stop) in enumerate(bounds):
+        embed_shard(corpus, embedder, folder, shard, expected)  # cached: later reads are from disk
+        report(progress, stop, len(corpus), "embedding corpus")
+
+    def read_group(group: int) -> np.ndarray:
+        first = group * DISK_SHARD_FACTOR
+        return np.concatenate([embed_shard(corpus, embedder, folder, shard, expected)
+                               for shard in range(first, min(first + DISK_SHARD_FACTOR, len(bounds)))])
+
+    codes = np.array([_MODALITY_CODES[item.modality] for item in corpus], dtype=np.int8)
+    disk = build_disk_index(folder / "index-ivfpq-disk", count=len(corpus), dim=expected["dim"],
+                            shard_size=SHARD_SIZE * DISK_SHARD_FACTOR, read_shard=read_group, modalities=codes,
+                            fingerprint=_fingerprint(embedder, corpus, index_type="ivfpq-disk"), progress=progress)
+    disk.ids = [item.id for item in corpus]
+    return disk

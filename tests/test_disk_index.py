@@ -144,3 +144,37 @@ def test_sizing_helpers():
     rows = sample_rows(1000, 100)
     assert rows.size == 100 and np.all(np.diff(rows) > 0) and rows.max() < 1000
     np.testing.assert_array_equal(sample_rows(10, 50), np.arange(10))
+
+
+def test_retriever_on_a_disk_index_answers_like_the_exact_index(tmp_path):
+    """index_type ivfpq-disk through the same Retriever the app uses: natural and filtered search."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fakes import KeywordEmbedder
+
+    from mmembed.corpus import Corpus
+    from mmembed.retriever import Retriever
+    from mmembed.types import Item, Modality, Query
+
+    words = ["cat", "dog", "apple", "car", "tree", "house", "boat", "moon"]
+    items = []
+    for i in range(1200):
+        text = f"a {words[i % 8]} near a {words[(i * 5 + 3) % 8]}"
+        image = None
+        if i % 3 == 0:  # the keyword fake reads an image's keywords from its file name
+            image = tmp_path / f"{words[(i * 3) % 8]}_{i}.png"
+            image.write_bytes(b"")
+        items.append(Item(f"d{i}", text=None if image is not None and i % 2 else text, image=image))
+    corpus = Corpus(tuple(items), name="synthetic")
+    embedder = KeywordEmbedder(words)
+    disk = Retriever(corpus, embedder, cache_dir=tmp_path / "cache", index_type="ivfpq-disk")
+    exact = Retriever(corpus, embedder, cache_dir=tmp_path / "cache", index_type="flat")
+    assert disk.index.index_type == "ivfpq-disk" and len(disk.index) == 1200
+    assert disk.index.ids == [item.id for item in corpus]
+    for query, target, mode in [(Query(text="cat"), None, "natural"), (Query(text="moon"), "image", "filtered")]:
+        got = disk.search(query, k=8, target=target, mode=mode)
+        want = exact.search(query, k=8, target=target, mode=mode)
+        np.testing.assert_allclose([h.score for h in got.hits], [h.score for h in want.hits], atol=2e-3)
+        if mode == "filtered":
+            assert {h.item.modality for h in got.hits} == {Modality.IMAGE}

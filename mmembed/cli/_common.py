@@ -19,8 +19,9 @@ def add_retrieval_args(parser: argparse.ArgumentParser) -> None:
                         "(default: the sample corpus, or $MMEMBED_CORPUS)")
     parser.add_argument("--embedder", default=None, help="embedder name (default clip-b32, or $MMEMBED_EMBEDDER); "
                         "falls back to the offline mmembed-mini when its weights cannot be had")
-    parser.add_argument("--index-type", choices=["flat", "hnsw", "ivfpq"], default=None,
-                        help="FAISS index: exact (flat, default) or approximate for large pools")
+    parser.add_argument("--index-type", choices=["flat", "hnsw", "ivfpq", "ivfpq-disk"], default=None,
+                        help="FAISS index: exact (flat, default), approximate for large pools (hnsw, ivfpq), "
+                        "or ivfpq-disk for pools larger than RAM")
     parser.add_argument("--cache-dir", type=Path, default=None, help="where indexes are cached ($MMEMBED_CACHE_DIR)")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     parser.add_argument("--image-root", type=Path, default=None,
