@@ -149,7 +149,14 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(data, t
                                atol=1e-4)
     a, b = weights(tmp_path / "one/rand/model"), weights(tmp_path / "two/rand/model")
     for key in a:
-        np.testing.assert_allclose(a[key], b[key], atol=1e-4, err_msg=key)
+        # An attention key bias adds q·b to every key alike, which softmax ignores: its true gradient is 0 and
+        # what it gets is rounding noise, which Adam scales up to full-size steps. It changes no output.
+        if not key.endswith("k_proj.bias"):
+            np.testing.assert_allclose(a[key], b[key], atol=1e-4, err_msg=key)
+    factory, info = EMBEDDERS.factory("clip-b32"), EMBEDDERS.info("clip-b32")
+    one = factory(info=info, model_id=str(tmp_path / "one/rand/model"), device="cpu")
+    two = factory(info=info, model_id=str(tmp_path / "two/rand/model"), device="cpu")
+    np.testing.assert_allclose(embed(one), embed(two), atol=1e-4)
 
 
 def test_lora_adapters_train_save_and_load_back_changing_the_embeddings(data, tmp_path_factory, tmp_path):
