@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from mmembed.config import Settings
 from mmembed.corpus import EvalQuery, load_corpus, task_name
