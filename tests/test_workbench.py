@@ -234,3 +234,18 @@ def test_query_set_digest_is_the_file_content(bench, tmp_path):
     copy.write_bytes(path.read_bytes() + b"\n")
     assert load_query_set(copy, corpus).digest != query_set.digest
     assert len(load_queries(path, corpus)) == len(query_set.queries) == 5
+
+
+def test_models_are_used_one_query_per_turn(bench):
+    query_set, biased, _, _, _ = bench
+    turns = []
+
+    class Turn:
+        def __enter__(self):
+            turns.append(biased.embedder.calls["queries"])
+
+        def __exit__(self, *exc):
+            turns[-1] = biased.embedder.calls["queries"] - turns[-1]
+
+    run_workbench(query_set, [biased], reranker=ModalityReranker(), depth=3, turn=Turn())
+    assert turns == [1] * len(ROWS)  # one turn per query, each embedding exactly one query

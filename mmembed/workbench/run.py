@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,12 +108,14 @@ def cache_key(query_set: QuerySet, retrievers: Sequence[Retriever], mode: str, r
 def run_workbench(query_set: QuerySet, retrievers: Sequence[Retriever], *, mode: str = "natural",
                   reranker: Reranker | None = None, depth: int = 20, k: int = 10,
                   ks: Sequence[int] = DEFAULT_KS, progress: ProgressFn | None = None,
-                  cancel: Callable[[], bool] | None = None, cache: ReportCache | None = None) -> WorkbenchReport:
+                  cancel: Callable[[], bool] | None = None, cache: ReportCache | None = None,
+                  turn: AbstractContextManager[Any] | None = None) -> WorkbenchReport:
     """Evaluate `query_set` with each retriever (one, or two to compare) in `mode`, reranking the top `depth`
     with `reranker` when given. Recall is reported at `ks`; a failure is a query whose positives are all
     missed in the top `k`, or whose rank-1 result has the wrong modality (FAILURE_KINDS).
 
-    `cancel()` is polled between queries; when it returns True, EvaluationCancelled is raised.
+    `cancel()` is polled between queries; when it returns True, EvaluationCancelled is raised. `turn` (e.g. the
+    page's FairLock) is held for one query at a time, so other users of the same models get turns in between.
     """
     if not 1 <= len(retrievers) <= 2:
         raise ValidationError(f"the workbench compares one or two embedders, got {len(retrievers)}")
@@ -130,7 +133,7 @@ def run_workbench(query_set: QuerySet, retrievers: Sequence[Retriever], *, mode:
         return replace(hit, query_set=query_set.name)
     runs = []
     for position, retriever in enumerate(retrievers):
-        runs.append(_run_model(query_set.queries, retriever, mode, reranker, depth, k, ks, progress, cancel,
+        runs.append(_run_model(query_set.queries, retriever, mode, reranker, depth, k, ks, progress, cancel, turn,
                                done_before=position * len(query_set.queries),
                                total=len(retrievers) * len(query_set.queries)))
     result = WorkbenchReport(query_set.name, query_set.digest, len(query_set.queries), mode, k,
@@ -142,7 +145,7 @@ def run_workbench(query_set: QuerySet, retrievers: Sequence[Retriever], *, mode:
 
 def _run_model(queries: Sequence[EvalQuery], retriever: Retriever, mode: str, reranker: Reranker | None,
                depth: int, k: int, ks: tuple[int, ...], progress: ProgressFn | None,
-               cancel: Callable[[], bool] | None, *,
+               cancel: Callable[[], bool] | None, turn: AbstractContextManager[Any] | None, *,
                done_before: int, total: int) -> ModelRun:
     from mmembed.rerankers.base import rerank
 
@@ -157,10 +160,11 @@ def _run_model(queries: Sequence[EvalQuery], retriever: Retriever, mode: str, re
     for done, eval_query in enumerate(queries, start=1):
         if cancel is not None and cancel():
             raise EvaluationCancelled("evaluation cancelled")
-        result = retriever.search(eval_query.query, k=read_depth, mode=mode)
+        with turn if turn is not None else nullcontext():
+            result = retriever.search(eval_query.query, k=read_depth, mode=mode)
+            top = rerank(result.query, result.hits[:depth], reranker) if reranker is not None else []
         ranked["first"].append(RankedQuery(eval_query, tuple(result.hits), result.target))
         if reranker is not None:
-            top = rerank(result.query, result.hits[:depth], reranker)
             rest = [replace(hit, rank=rank) for rank, hit in enumerate(result.hits[depth:], start=len(top) + 1)]
             ranked["reranked"].append(RankedQuery(eval_query, (*top, *rest), result.target))
         report(progress, done_before + done, total, what)
