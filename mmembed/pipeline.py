@@ -226,6 +226,10 @@ class Pipeline:
     `fusion_weight` mixes the first-stage score into the reranked order (see `rerankers.base.rerank`).
     """
 
+    # Candidates in the first scored batch of `rerank_steps`: small, so the first reranked results show
+    # early; the rest are scored in the reranker's own batches. Measured in benchmarks/bench_ui.py.
+    first_batch = 2
+
     def __init__(self, retriever: Retriever, reranker: Reranker | None = None, *, fusion_weight: float = 0.0,
                  embedder_note: str | None = None) -> None:
         self.retriever = retriever
@@ -256,9 +260,11 @@ class Pipeline:
         )
 
     def rerank_steps(self, first: SearchReport, reranker: Reranker | None = None, *,
-                     progress: ProgressFn | None = None, first_batch: int | None = 2) -> Iterator[SearchReport]:
+                     progress: ProgressFn | None = None, first_batch: int | None = None) -> Iterator[SearchReport]:
         """Rerank `first`'s candidates, yielding a report after every scored batch ("running", the hits
-        scored so far) and finally the finished one ("done", or "error" with the reason)."""
+        scored so far) and finally the finished one ("done", or "error" with the reason).
+
+        `first_batch` (default `Pipeline.first_batch`; 0: no cap) sizes the first scored batch."""
         from mmembed.rerankers.base import iter_rerank
 
         reranker = reranker or self.reranker
@@ -269,7 +275,7 @@ class Pipeline:
         started = time.perf_counter()
         report(progress, 0, total, f"reranking {total} candidates")
         steps = iter_rerank(first.query, first.candidates, reranker, fusion_weight=self.fusion_weight,
-                            progress=progress, first_batch=first_batch)
+                            progress=progress, first_batch=self.first_batch if first_batch is None else first_batch)
         ranked: list[Hit] = []
         try:
             for ranked in steps:
@@ -291,7 +297,7 @@ class Pipeline:
     def rerank(self, first: SearchReport, reranker: Reranker | None = None, *,
                progress: ProgressFn | None = None) -> SearchReport:
         """`first` with its reranked stage filled in (the last step of `rerank_steps`)."""
-        *_, final = self.rerank_steps(first, reranker, progress=progress, first_batch=None)
+        *_, final = self.rerank_steps(first, reranker, progress=progress, first_batch=0)
         return final
 
     def search(self, query: Query, k: int = 10, mode: str = "natural", *, rerank: bool | Reranker = True,
