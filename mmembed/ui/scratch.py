@@ -8,7 +8,6 @@ Export folders of processes that exited (a crash, a `kill -9`) are removed when 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmembed.diskcap import DiskCap, remove_orphaned
-from mmembed.storage import atomic_write
+from mmembed.storage import atomic_write_json
 
 log = logging.getLogger("mmembed.ui")
 
@@ -86,9 +85,8 @@ class Scratch:
 
     def write_export(self, payload: dict[str, Any]) -> Path:
         """Write `payload` as a uniquely named JSON file (atomically) and return its path."""
-        text = json.dumps(payload, indent=2, ensure_ascii=False)
         target = self.exports / f"mmembed-results-{uuid.uuid4().hex[:12]}.json"
-        atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        atomic_write_json(target, payload, sort_keys=False)  # the API's key order: query first
         self.enforce()
         return target
 
