@@ -77,6 +77,7 @@ class ClipEmbedder:
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 32,
+        prepack: bool = True,
     ) -> None:
         self.name = info.name
         self.info = info
@@ -88,6 +89,7 @@ class ClipEmbedder:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
+        self.prepack = prepack  # float32 on CPU: oneDNN-prepacked Linear weights (see mmembed.packed_linear)
         self._device_request = device
         self._dtype_request = dtype
         self._lock = threading.RLock()
@@ -143,6 +145,8 @@ class ClipEmbedder:
                 if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
                     raise MMEmbedError(f"{self.model_id!r} has no text and image towers to embed with")
                 model = model.to(device).eval()
+                if self.prepack and device == "cpu" and dtype == torch.float32 and not int8:
+                    _prepack(model)
                 if int8:
                     # int8 weights, activations quantised on the fly, in every Linear layer: about 3x faster
                     # on CPU (measured: ViT-B/32 text 88 -> 28 ms, image 262 -> 88 ms, cosine to float32 0.999).
@@ -287,6 +291,19 @@ class ClipEmbedder:
         with torch.inference_mode():
             features = model.get_image_features(**inputs)
         return l2_normalize(_tensor_of(features).float().cpu().numpy())
+
+
+def _prepack(model: Any) -> None:
+    """oneDNN-prepacked Linear weights; the vision tower's layout is chosen for one image's tokens (a query)."""
+    from mmembed.packed_linear import prepack_linear_layers
+
+    vision = model.config.vision_config
+    # Fixed-resolution towers: patches + class token; NaFlex (no fixed image size): its patch budget.
+    size = getattr(vision, "image_size", None)
+    tokens = (int(size) // int(vision.patch_size)) ** 2 + 1 if size else int(getattr(vision, "num_patches", 256))
+    if getattr(model, "vision_model", None) is not None:
+        prepack_linear_layers(model.vision_model, tokens)
+    prepack_linear_layers(model, 16)  # the text tower (a query is ~10 tokens) and the projections
 
 
 def _tensor_of(features: Any) -> Any:
