@@ -363,6 +363,21 @@ def query_gflops(embedder: Any, query: Any) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def profile_query(embedder: Any, query: Any, repeats: int = 5, top: int = 8) -> dict[str, Any]:
+    """Where one query's time goes: torch.profiler's operators by self CPU time (share of the total), plus the
+    time outside the model (image decoding and the processor, tokenisation) measured around the forward."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            embedder.embed_query(query)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return {"self_cpu_share": {e.key: round(e.self_cpu_time_total / total, 3) for e in ranked},
+            "self_cpu_ms_per_query": round(total / repeats / 1000, 2)}
+
+
 def bench_efficiency(args: argparse.Namespace, embedder: Any, queries: dict[str, list[Any]]) -> dict[str, Any]:
     """Batch-1 query time against the matmul peak measured in the same run, with and without prepacked Linear
     weights (mmembed.packed_linear). Runs are interleaved (packed, plain, packed, ...) and the peak is sampled
@@ -407,6 +422,9 @@ def bench_efficiency(args: argparse.Namespace, embedder: Any, queries: dict[str,
                       "efficiency_vs_matmul_peak": round(gflops / p50 / peak, 3),
                       "efficiency_vs_matmul_peak_unpacked": round(gflops / p50_plain / peak, 3),
                       "n": len(mine)}
+        if args.profile:
+            out[label]["profile"] = profile_query(embedder, batch[0])
+            out[label]["profile_unpacked"] = profile_query(plain, batch[0])
         log(f"{label} query: {out[label]['embed_p50_ms']} ms ({out[label]['efficiency_vs_matmul_peak']:.0%} of "
             f"{peak:.0f} GFLOP/s; unpacked float32 {out[label]['embed_p50_ms_plain_float32_unpacked']} ms)")
     out["matmul_peak_gflops_per_s"] = round(float(np.median(peaks)), 1) if peaks else None
@@ -650,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-faiss", action="store_true")
     parser.add_argument("--efficiency-only", action="store_true",
                         help="only the batch-1 query efficiency against the measured matmul peak (no index build)")
+    parser.add_argument("--profile", action="store_true",
+                        help="with the efficiency figures: torch.profiler's top operators for one text / image query")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here (atomically)")
     args = parser.parse_args(argv)
     if args.quick and args.sizes == [10_000, 100_000, 1_000_000]:
