@@ -55,15 +55,17 @@ for _info in (
 
 
 
-def load_reranker(name: str, settings: Settings) -> Reranker:
+def load_reranker(name: str, settings: Settings, registry: Registry[Reranker] | None = None) -> Reranker:
     """The reranker `name` as configured by `settings` (device; for MLLM rerankers, dtype and the feature cache
     under the settings' cache dir). The app and `index build --reranker` both create it here, so they share one
-    instance per process and the same on-disk image features."""
+    instance per process and the same on-disk image features. `registry`: another registry (tests' fakes)."""
+    registry = registry or RERANKERS
     options: dict[str, object] = {"device": settings.device}
-    if RERANKERS.info(name).factory.endswith(":MLLMReranker"):
+    factory = registry.info(name).factory
+    if isinstance(factory, str) and factory.endswith(":MLLMReranker"):
         options["dtype"] = settings.rerank_dtype
         options["feature_cache_dir"] = settings.cache_dir / "rerank-image-features"
-    return RERANKERS.get(name, **options)
+    return registry.get(name, **options)
 
 
 __all__ = ["RERANKERS", "Reranker", "load_reranker", "rerank"]
