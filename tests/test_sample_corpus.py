@@ -281,7 +281,7 @@ def test_query_images_are_credited_photos_and_drawings_never_trained_on(query_ro
     key outside sources.txt (what the training-set builder excludes)."""
     from PIL import Image
 
-    from mmembed.train.images import prepare_image
+    from mmembed.models.mini_images import prepare_image
 
     text = (SAMPLE / "ATTRIBUTION.md").read_text(encoding="utf-8")
     listed = {m[0]: m for m in re.findall(r"^\| (query_images/\S+) \| (\S+) \| ([^|]+) \| ([^|]+) \|", text, re.M)}
