@@ -105,15 +105,19 @@ class Retriever:
 
 
 def embedder_options(settings: Settings, name: str) -> dict[str, Any]:
-    """Constructor options for embedder `name` from `settings`: the device, and the dtype when one is set and
-    the backend takes one (mmembed-mini has a single float32 path; "int8" is the CLIP family's CPU option)."""
+    """Constructor options for embedder `name` from `settings`: the device, and the dtype and batch size when
+    they are set and the backend takes them (mmembed-mini has a single float32 path; "int8" is the CLIP
+    family's CPU option)."""
     import inspect
 
     from mmembed.embedders import EMBEDDERS
 
     options: dict[str, Any] = {"device": settings.device}
-    if settings.dtype != "auto" and "dtype" in inspect.signature(EMBEDDERS.factory(name)).parameters:
+    accepted = inspect.signature(EMBEDDERS.factory(name)).parameters
+    if settings.dtype != "auto" and "dtype" in accepted:
         options["dtype"] = settings.dtype
+    if settings.batch_size is not None and "batch_size" in accepted:
+        options["batch_size"] = settings.batch_size
     return options
 
 
@@ -141,7 +145,7 @@ def load_embedder_with_fallback(settings: Settings, name: str | None = None) -> 
         note = f"'{wanted}' {why} ({exc}); using the offline model '{fallback}' shipped with mmembed instead"
         warnings.warn(note, stacklevel=2)
         try:
-            embedder = EMBEDDERS.get(fallback, device=settings.device)
+            embedder = EMBEDDERS.get(fallback, **embedder_options(settings, fallback))
         except MMEmbedError as fallback_exc:
             raise MMEmbedError(f"{exc}; the offline fallback '{fallback}' failed too: {fallback_exc}") from exc
         return embedder, note

@@ -186,6 +186,7 @@ class MLLMEmbedder:
         self.revision = revision if revision is not None else (info.revision if model_id is None else None)
         self.batch_size = batch_size
         self._lock = threading.RLock()
+        self._model_dir: Path | None = None
         self._loaded = False
         self._encode = gpu(self._encode_batch)
 
@@ -212,9 +213,22 @@ class MLLMEmbedder:
         return ()
 
     # -- the Embedder protocol ------------------------------------------------------------------------------
+    def model_dir(self) -> Path:
+        """The local folder of the checkpoint (HF cache snapshot or the user's folder), resolved once."""
+        with self._lock:
+            if self._model_dir is None:
+                from mmembed.hub import resolve_model_dir
+
+                self._model_dir = resolve_model_dir(self.model_id, self.revision, backend=self.name,
+                                                    allow_patterns=self.info.allow_patterns)
+            return self._model_dir
+
     @property
     def fingerprint(self) -> str:
-        return f"{self.name}:{self.model_id}@{self.revision or 'default'}:fmt{self.format_version}{self._settings()}"
+        from mmembed.hub import model_identity
+
+        identity = model_identity(self.model_dir())
+        return f"{self.name}:{self.model_id}@{identity}:fmt{self.format_version}{self._settings()}"
 
     def ensure_loaded(self) -> None:
         with self._lock:

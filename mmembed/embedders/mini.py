@@ -55,7 +55,9 @@ class MiniEmbedder:
 
     @property
     def fingerprint(self) -> str:
-        return f"mmembed-mini:{self._config.get('fingerprint', 'unknown')}:{self._config.get('text_tower_version', '')}"
+        from mmembed.hub import model_identity
+
+        return f"mmembed-mini:{model_identity(self.model_dir)}:{self._config.get('text_tower_version', '')}"
 
     @property
     def image_size(self) -> int:

@@ -250,11 +250,7 @@ class MMEmbedEmbedder(MLLMEmbedder):
         from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
         from mmembed.devices import resolve_dtype
-        from mmembed.hub import resolve_model_dir
-
-        model_dir = resolve_model_dir(
-            self.model_id, self.revision, backend=self.name, allow_patterns=self.info.allow_patterns
-        )
+        model_dir = self.model_dir()
         dtype = resolve_dtype(self.dtype_name, self.device)
         self._model, self._settings_cache = _build_model(model_dir, self.device, dtype)
         self._dim = self._settings_cache["hidden_size"]
