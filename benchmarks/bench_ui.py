@@ -1,6 +1,6 @@
 """Demo server figures as JSON: cold start of `python app.py` with a cached index, first and steady query latency.
 
-    python benchmarks/bench_ui.py [--corpus sample_corpus/corpus.jsonl] [--embedder mmembed-mini] [--queries 20]
+    python -m benchmarks.bench_ui [--corpus sample_corpus/corpus.jsonl] [--embedder mmembed-mini] [--queries 20]
 
 1. warm-up: start app.py once and run one query, so the corpus index is built and cached on disk;
 2. cold start: start app.py again and time until the page answers HTTP 200 (the issue's "< 10 s");
@@ -28,7 +28,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 QUERIES = ["a cat", "a dog running on the beach", "a red apple", "how does a violin make sound?", "a boat at sea",
            "a bird in a tree", "a city at night", "mountains with snow", "a plate of food", "a person riding a bike"]
 
@@ -120,21 +119,17 @@ def bench_fakes(n_items: int, n_queries: int) -> dict:
 def bench_full_size_reranker(corpus: Path, embedder: str, n_queries: int) -> dict:
     """In-process handler path with the real `embedder` and a full-size SmolVLM-256M architecture with random
     weights (built by bench_rerank.py; compute cost does not depend on weight values): top-10 rerank cost."""
-    import importlib.util
+    import torch
 
+    from benchmarks.bench_rerank import _random_smolvlm
     from mmembed.config import Settings
     from mmembed.corpus import load_corpus
     from mmembed.embedders import EMBEDDERS
     from mmembed.ui import handlers as h
     from mmembed.ui.state import DemoState
 
-    spec = importlib.util.spec_from_file_location("bench_rerank", ROOT / "benchmarks" / "bench_rerank.py")
-    bench_rerank = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_rerank)
-    import torch
-
     torch.set_num_threads(os.cpu_count() or 1)  # as the app runs: torch's default, all cores
-    reranker = bench_rerank._random_smolvlm()
+    reranker = _random_smolvlm()
     state = DemoState(Settings(corpus=corpus, cache_dir=Path(tempfile.mkdtemp()), embedder=embedder),
                       corpus=load_corpus(corpus), embedders={embedder: EMBEDDERS.get(embedder, device="cpu")},
                       rerankers={reranker.name: reranker})

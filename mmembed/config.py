@@ -10,8 +10,17 @@ from typing import get_args, get_type_hints
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
-SAMPLE_CORPUS_DIR = PROJECT_DIR / "sample_corpus"
-ASSETS_DIR = PROJECT_DIR / "assets"
+
+
+def _data_dir(name: str) -> Path:
+    """A top-level data folder of the repository (assets/, sample_corpus/). An installed wheel carries it
+    inside the package (mmembed/_data/<name>, see pyproject.toml); a checkout has it beside the package."""
+    installed = PACKAGE_DIR / "_data" / name
+    return installed if installed.is_dir() else PROJECT_DIR / name
+
+
+SAMPLE_CORPUS_DIR = _data_dir("sample_corpus")
+ASSETS_DIR = _data_dir("assets")
 
 
 CACHE_DIR_VAR = "MMEMBED_CACHE_DIR"

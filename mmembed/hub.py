@@ -90,13 +90,13 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 def model_identity(path: str | Path) -> str:
     """What a model folder's vectors depend on, for cache fingerprints (one rule for every backend).
 
-    An HF cache snapshot (…/snapshots/<commit>): "hub-<commit>", the resolved commit even when no revision
-    was asked for, so a new snapshot of the same hub id never reuses an old index. Any other folder:
+    An HF cache snapshot (…/snapshots/<commit>): the resolved commit, even when no revision was asked for,
+    so a new snapshot of the same hub id never reuses an old index. Any other folder:
     "local-<hash>" of its JSON configs and its weights' content, so retraining into the same folder does.
     """
     path = Path(path).expanduser().resolve()
     if path.parent.name == "snapshots" and len(path.name) == 40:
-        return f"hub-{path.name}"
+        return path.name
     files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix == ".json" or p.name.endswith(
         _WEIGHT_SUFFIXES)))
     signature = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)

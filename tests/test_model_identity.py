@@ -21,7 +21,7 @@ def _folder(root, weights: bytes = b"w" * 100):
 
 def test_hub_snapshot_is_its_resolved_commit(tmp_path):
     snapshot = _folder(tmp_path / "models--a--b" / "snapshots" / COMMIT)
-    assert model_identity(snapshot) == f"hub-{COMMIT}"
+    assert model_identity(snapshot) == COMMIT
 
 
 def test_local_folder_is_a_content_hash(tmp_path):

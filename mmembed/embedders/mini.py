@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from mmembed.config import ASSETS_DIR
 from mmembed.embedders.base import QueryInfo
 from mmembed.instructions import instruction_for
 from mmembed.progress import ProgressFn, report
 from mmembed.registry import BackendInfo, BackendUnavailableError
 from mmembed.types import Item, Modality, Query
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "mmembed-mini"
+DEFAULT_MODEL_DIR = ASSETS_DIR / "mmembed-mini"
 _LONG_TEXT_CHARS = 300  # below this a text cannot exceed the tower's token limit; skip the tokenizer
 
 
