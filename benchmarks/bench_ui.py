@@ -93,11 +93,9 @@ def bench_server(corpus: Path, embedder: str, n_queries: int, rerank: bool) -> d
 
 
 def bench_fakes(n_items: int, n_queries: int) -> dict:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from fakes import FakeReranker, KeywordEmbedder
-
     from mmembed.config import Settings
     from mmembed.corpus import Corpus
+    from mmembed.testing import FakeReranker, KeywordEmbedder
     from mmembed.types import Item
     from mmembed.ui import handlers as h
     from mmembed.ui.state import DemoState
@@ -146,6 +144,8 @@ def bench_full_size_reranker(corpus: Path, embedder: str, n_queries: int) -> dic
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="the in-process fake path only, 200 items, 5 queries: checks the script, measures nothing")
     parser.add_argument("--corpus", type=Path, default=ROOT / "sample_corpus" / "corpus.jsonl")
     parser.add_argument("--embedder", default="mmembed-mini")
     parser.add_argument("--queries", type=int, default=20)
@@ -154,6 +154,9 @@ def main() -> int:
     parser.add_argument("--full-size-reranker", action="store_true",
                         help="also time the handler path with a random-weight full-size SmolVLM-256M reranker")
     args = parser.parse_args()
+    if args.smoke:  # starting the server twice alone takes longer than CI's budget for every smoke run
+        print(json.dumps({"smoke": True, "cpus": os.cpu_count(), "fakes": bench_fakes(200, 5)}, indent=2))
+        return 0
     report = {"cpus": os.cpu_count(), "fakes": bench_fakes(args.fake_items, args.queries)}
     if args.corpus.is_file():
         report["server"] = bench_server(args.corpus.resolve(), args.embedder, args.queries, args.rerank)

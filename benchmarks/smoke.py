@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def run_one(name: str, timeout: float) -> tuple[str | None, float]:
     """(problem or None, seconds) for `python -m benchmarks.<name> --smoke`."""
     started = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--smoke"], cwd=HERE.parent,
-                              capture_output=True, text=True, timeout=timeout)
+        with tempfile.TemporaryDirectory(prefix=f"smoke-{name}-") as cache:  # no cache from an earlier run
+            done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--smoke"], cwd=HERE.parent,
+                                  env={**os.environ, "MMEMBED_CACHE_DIR": cache, "HF_HUB_OFFLINE": "1"},
+                                  capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"did not finish within {timeout:.0f} s", time.perf_counter() - started
     seconds = time.perf_counter() - started
