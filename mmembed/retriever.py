@@ -113,11 +113,11 @@ def embedder_options(settings: Settings, name: str) -> dict[str, Any]:
     from mmembed.embedders import EMBEDDERS
 
     options: dict[str, Any] = {"device": settings.device}
-    accepted = inspect.signature(EMBEDDERS.factory(name)).parameters
-    if settings.dtype != "auto" and "dtype" in accepted:
-        options["dtype"] = settings.dtype
-    if settings.batch_size is not None and "batch_size" in accepted:
-        options["batch_size"] = settings.batch_size
+    chosen = {"dtype": None if settings.dtype == "auto" else settings.dtype, "batch_size": settings.batch_size}
+    chosen = {key: value for key, value in chosen.items() if value is not None}
+    if chosen:  # only then ask the registry: a backend registered as a built instance has no factory to inspect
+        accepted = inspect.signature(EMBEDDERS.factory(name)).parameters
+        options.update({key: value for key, value in chosen.items() if key in accepted})
     return options
 
 

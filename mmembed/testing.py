@@ -34,6 +34,8 @@ def keywords_of_image(image: object) -> list[str]:
 
 
 class KeywordEmbedder:
+    """One dimension per keyword (plus an optional text-ness one): exact, predictable rankings."""
+
     def __init__(self, vocabulary: Sequence[str], text_bias: float = 0.0, name: str = "keyword") -> None:
         self.name = name
         self.vocabulary = list(vocabulary)
@@ -82,6 +84,8 @@ class KeywordEmbedder:
 
 
 class FakeReranker:
+    """Scores the share of the query's keywords a candidate holds: a reranked order known in advance."""
+
     name = "fake-reranker"
 
     def __init__(self) -> None:

@@ -68,3 +68,13 @@ def test_nothing_is_written_outside_the_cache_dir(tmp_path):
     assert _files(home) == []
     assert [f for f in _files(cache) if f.startswith("indexes/")], _files(cache)
     assert {f.split("/")[0] for f in _files(work)} == {"corpus"}
+
+
+def test_batch_size_setting_reaches_the_embedder():
+    from mmembed.retriever import embedder_options
+
+    assert "batch_size" not in embedder_options(Settings.from_env({}), "clip-b32")  # the backend's own default
+    settings = Settings.from_env({"MMEMBED_BATCH_SIZE": "5", "MMEMBED_DEVICE": "cpu"})
+    assert settings.batch_size == 5
+    assert embedder_options(settings, "clip-b32") == {"device": "cpu", "batch_size": 5}
+    assert embedder_options(settings, "mmembed-mini")["batch_size"] == 5

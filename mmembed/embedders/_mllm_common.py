@@ -143,7 +143,9 @@ def build_context(device: str, dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_checkpoint_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file, or CheckpointMismatchError saying what is wrong. (Caches use
+    storage.read_json, which answers None instead: a bad cache file is rebuilt, a bad checkpoint is not.)"""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -28,7 +28,7 @@ from mmembed.embedders._mllm_common import (
     MLLMEmbedder,
     build_context,
     load_weights_strict,
-    read_json,
+    read_checkpoint_json,
 )
 from mmembed.registry import BackendInfo
 from mmembed.types import MMEmbedError
@@ -103,7 +103,7 @@ class GmeEmbedder(MLLMEmbedder):
     def dim(self) -> int:
         if self._dim is None:
             model_dir = self.model_dir()
-            raw = read_json(model_dir / "config.json")
+            raw = read_checkpoint_json(model_dir / "config.json")
             self._dim = int(raw.get("text_config", {}).get("hidden_size") or raw["hidden_size"])
         return self._dim
 

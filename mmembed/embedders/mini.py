@@ -30,6 +30,8 @@ _LONG_TEXT_CHARS = 300  # below this a text cannot exceed the tower's token limi
 
 
 class MiniEmbedder:
+    """The shipped offline embedder (assets/mmembed-mini): locked MiniLM text tower + trained image tower."""
+
     def __init__(self, info: BackendInfo, model_dir: str | Path | None = None, device: str = "auto",
                  batch_size: int = 64) -> None:
         self.info = info

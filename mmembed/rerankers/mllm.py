@@ -75,6 +75,8 @@ class _Pair:
 
 
 class MLLMReranker:
+    """Zero-shot reranking with a multimodal LLM: the score is P("True") for "does the candidate answer the query?"."""
+
     def __init__(
         self,
         info: BackendInfo | None = None,
