@@ -4,9 +4,10 @@
     .venv/bin/python -m benchmarks.smoke bench_ui   # just these
 
 Each script must accept `--smoke` (tiny sizes; it checks the script end to end and measures nothing), exit 0
-and print one JSON object whose "smoke" is true. The run fails if any does not, and when the scripts took
-longer than --budget seconds together (60 by default, for an idle machine; scaled up by the load average per
-CPU when the machine is shared, since a loaded CPU stretches every script alike).
+and print one JSON object whose "smoke" is true. The run fails if any does not. The scripts should take at most
+--budget seconds together (60 by default, for an idle machine; scaled up by the load average per CPU when the
+machine is shared, since a loaded CPU stretches every script alike): over it is a warning, three times over
+(a smoke mode that became a real run) fails.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(names)} benchmark smoke runs in {total:.1f} s (budget {budget:.0f} s: {args.budget:.0f} s scaled by "
           f"the load average {load[0]:.1f} on {os.cpu_count()} CPUs)")
     if total > budget:
-        problems.append(f"took {total:.1f} s together, over the {budget:.0f} s budget")
+        # Over budget is reported; three times over means a smoke mode has become a real run: that fails.
+        print(f"warning: the smoke runs took {total:.1f} s, over the {budget:.0f} s budget", file=sys.stderr)
+    if total > 3 * budget:
+        problems.append(f"took {total:.1f} s together, over three times the {budget:.0f} s budget")
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if problems else 0
