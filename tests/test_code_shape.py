@@ -16,7 +16,6 @@ MAX_FUNCTION_LINES = 60
 # Known, with the reason, while the work that shrinks them is under way (issue 10 items 6-7, issue 13).
 BEING_RESHAPED = {
     "mmembed/rerankers/mllm.py": "the reranker is being reshaped for issue 13 (speed); split after it lands",
-    "mmembed/ui/layout.py:build_demo": "split into inputs, results and wiring by issue 10 item 7",
 }
 
 
