@@ -16,6 +16,7 @@ as `cold_first_query_s`; p50/p95 are over the warm runs.
     .venv/bin/python benchmarks/bench_rerank.py --repeats 3        # about 5-10 minutes on 2 cores
     .venv/bin/python benchmarks/bench_rerank.py --quick            # one query per modality
     .venv/bin/python benchmarks/bench_rerank.py --smoke            # < 1 minute: checks the script, measures nothing
+    .venv/bin/python benchmarks/bench_rerank.py --mini             # the offline cross-encoder, top-20 (its own row)
 
 `--smoke` keeps the architecture's widths but only 2 text and 2 vision layers (random weights even when the real
 checkpoint is cached) and one query per modality; its JSON says `"smoke": true` and its timings mean nothing.
@@ -158,7 +159,15 @@ def main() -> None:
                         help="2+2 layers, one query per modality: checks the script end to end in < 1 minute")
     parser.add_argument("--naive-every", type=int, default=1,
                         help="run the naive loop on every Nth query only (it is slow); 1 = all")
+    parser.add_argument("--mini", action="store_true",
+                        help="the offline cross-encoder mmembed-mini-rerank instead: top-20 of mmembed-mini on the "
+                        "sample corpus (see bench_mini_rerank.py)")
     args = parser.parse_args()
+    if args.mini:
+        from bench_mini_rerank import run
+
+        print(json.dumps(run(smoke=args.smoke, threads=args.threads), indent=2))
+        return
     import numpy as np
     import torch
 

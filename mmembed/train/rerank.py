@@ -29,6 +29,7 @@ from mmembed.models.mini_rerank import MODALITY_INDEX, RerankConfig
 from mmembed.types import Modality, ValidationError
 
 FEATURES_NAME = "features.safetensors"
+FUSION_WEIGHTS = (0.25, 0.5)  # first-stage weights tried at validation (reported; the shipped default is 0)
 META_NAME = "features.json"
 
 
@@ -247,7 +248,7 @@ def _metrics(arrays: dict[str, Any], rows, ranked) -> dict[str, float]:
 @dataclass
 class TrainConfig:
     minutes: float = 25.0
-    batch_queries: int = 16
+    batch_queries: int = 8
     list_size: int = 8  # 1 positive + 7 first-stage negatives
     depth: int = 20  # negatives come from the first stage's top `depth`; validation reranks that deep too
     lr_layers: float = 1e-4
@@ -315,8 +316,14 @@ class Batcher:
         }
 
 
-def rerank_rows(model, batcher: Batcher, arrays: dict[str, Any], rows, depth: int):
-    """Pool indices of each row's first-stage top `depth`, re-sorted by the model (ties keep first-stage order)."""
+def rerank_rows(model, batcher: Batcher, arrays: dict[str, Any], rows, depth: int, fusion_weight: float = 0.0):
+    """Pool indices of each row's first-stage top `depth`, re-sorted by the model (ties keep first-stage order).
+    `fusion_weight` mixes in the first-stage score exactly as `mmembed.rerankers.base.rerank` does."""
+    return rank_by_scores(arrays, rows, score_rows(model, batcher, arrays, rows, depth), fusion_weight)
+
+
+def score_rows(model, batcher: Batcher, arrays: dict[str, Any], rows, depth: int):
+    """(len(rows), depth) reranker scores (sigmoid, as served) of each row's first-stage top `depth`."""
     import numpy as np
     import torch
 
@@ -325,9 +332,20 @@ def rerank_rows(model, batcher: Batcher, arrays: dict[str, Any], rows, depth: in
     with torch.inference_mode():
         for row in rows:
             pool = arrays["ranking"][row, :depth]
-            scores = model(**batcher.inputs(model, [int(row)] * len(pool), pool.tolist())).numpy()
-            order = sorted(range(len(pool)), key=lambda i: (-scores[i], i))
-            out.append(pool[order])
+            out.append(torch.sigmoid(model(**batcher.inputs(model, [int(row)] * len(pool), pool.tolist()))).numpy())
+    return np.array(out)
+
+
+def rank_by_scores(arrays: dict[str, Any], rows, scores, fusion_weight: float = 0.0):
+    import numpy as np
+
+    depth = scores.shape[1]
+    out = []
+    for row, row_scores in zip(rows, scores, strict=True):
+        pool = arrays["ranking"][row, :depth]
+        fused = fusion_weight * (arrays["first_scores"][row, :depth] + 1.0) / 2.0 + (1 - fusion_weight) * row_scores
+        order = sorted(range(depth), key=lambda i: (-fused[i], i))
+        out.append(pool[order])
     return np.array(out)
 
 
@@ -380,11 +398,15 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
 
     def validate() -> None:
         nonlocal best
-        reranked = _metrics(arrays, val_rows, rerank_rows(model, batcher, arrays, val_rows, config.depth))
+        scores = score_rows(model, batcher, arrays, val_rows, config.depth)
+        reranked = _metrics(arrays, val_rows, rank_by_scores(arrays, val_rows, scores))
+        fused = {str(w): _metrics(arrays, val_rows, rank_by_scores(arrays, val_rows, scores, w))
+                 for w in FUSION_WEIGHTS}
         entry = {"step": step, "minutes": round((time.time() - started) / 60, 1), "val": reranked,
-                 "loss": round(float(np.mean(losses[-50:])), 4) if losses else None}
+                 "val_fused": fused, "loss": round(float(np.mean(losses[-50:])), 4) if losses else None}
         history.append(entry)
-        log(f"validation at step {step}: {reranked} (first stage R@1 {first['R@1']})")
+        log(f"validation at step {step}: {reranked} (first stage R@1 {first['R@1']}); fused R@1 "
+            + ", ".join(f"w={w}: {m['R@1']}" for w, m in fused.items()))
         key = (reranked["R@1"], -reranked["wrong_modality@1"])
         if best is None or key > (best["val"]["R@1"], -best["val"]["wrong_modality@1"]):
             best = entry
@@ -417,6 +439,14 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
             validate()
             next_validation += config.validate_every_minutes * 60
     validate()
+    # the manifest of the kept checkpoint gains the whole run's history (the weights and fingerprint stay)
+    from mmembed.storage import atomic_write_json
+
+    shipped = json.loads((out / "config.json").read_text())
+    shipped["training"] = {**_manifest(meta, config, best["step"], history, first), "steps_run": step,
+                           "seconds": round(time.time() - started, 1)}
+    atomic_write_json(out / "config.json", shipped)
+    (out / "config.json").chmod(0o644)
     return {"best": best, "history": history, "first_stage": first}
 
 
