@@ -527,7 +527,9 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
     query_text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in queries)
     atomic_write(staging / "corpus.jsonl", corpus_text)
     atomic_write(staging / "queries.jsonl", query_text)
-    sources = sorted({r["source"] for r in items} | {r["source"] for r in queries if r.get("source")})
+    # the keys in use plus those reserved for the evaluation set: build_training_set.py excludes every line
+    sources = sorted({r["source"] for r in items} | {r["source"] for r in queries if r.get("source")}
+                     | reserved_sources())
     atomic_write(staging / "sources.txt", "".join(f"{key}\n" for key in sources))
     atomic_write(staging / "ATTRIBUTION.md", attribution_markdown(items, attribution))
     size = sum(len(b) for b in images.values()) + sum(len(b) for b in query_images.values())
@@ -557,6 +559,14 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
     if old.exists():
         shutil.rmtree(old)
     return info
+
+
+RESERVED = Path(__file__).resolve().parent / "sample_corpus_reserved.txt"
+
+
+def reserved_sources(path: Path = RESERVED) -> set[str]:
+    """Source keys set aside for evaluation query images and items (kept out of every training set)."""
+    return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
 
 
 def attribution_markdown(items: list[dict], attribution: list[tuple[str, str, str, str]]) -> str:

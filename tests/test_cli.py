@@ -55,9 +55,11 @@ def test_search_human_output_marks_wrong_modality(cli_env, capsys):
 def test_search_json_filtered(cli_env, capsys):
     assert main(["search", "cat", "--target", "image", "--mode", "filtered", "--json",
                  "--embedder", "mmembed-mini"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert [hit["modality"] for hit in data["hits"]] == ["image"] * 3
-    assert data["hits"][0]["id"] == "i-cat" and data["wrong_modality_rate"] == 0.0
+    data = json.loads(capsys.readouterr().out)  # the demo API's object (SearchReport.to_dict)
+    first = data["first_stage"]
+    assert [hit["modality"] for hit in first["hits"]] == ["image"] * 3
+    assert first["hits"][0]["id"] == "i-cat" and first["wrong_modality_rate"] == 0.0
+    assert data["query"]["mode"] == "filtered" and data["reranked"]["status"] == "off"
 
 
 def test_default_embedder_offline_falls_back_with_a_note(cli_env, capsys):
@@ -67,7 +69,7 @@ def test_default_embedder_offline_falls_back_with_a_note(cli_env, capsys):
     assert err[0].startswith("note: 'clip-b32' is not available offline (model 'openai/clip-vit-base-patch32'")
     assert err[0].endswith("using the offline model 'mmembed-mini' shipped with mmembed instead")
     assert not any("UserWarning" in line for line in err)  # said once, as a note, not also as a warning
-    assert json.loads(captured.out)["hits"][0]["id"] == "i-violin"
+    assert json.loads(captured.out)["first_stage"]["hits"][0]["id"] == "i-violin"
 
 
 def test_index_build_and_eval(cli_env, capsys):
@@ -150,4 +152,43 @@ def test_image_root_flag(cli_env, capsys, tmp_path):
     assert "image file not found" in capsys.readouterr().err
     assert main(["search", "boat", "--corpus", str(pool), "--image-root", str(tmp_path / "root"),
                  "--embedder", "mmembed-mini", "--json"]) == 0
-    assert [hit["id"] for hit in json.loads(capsys.readouterr().out)["hits"]] == ["b"]
+    assert [hit["id"] for hit in json.loads(capsys.readouterr().out)["first_stage"]["hits"]] == ["b"]
+
+
+def test_search_rerank_prints_both_stages(cli_env, capsys, monkeypatch):
+    from fakes import FakeReranker
+
+    from mmembed.rerankers import RERANKERS
+
+    class TargetAware(FakeReranker):
+        name = "target-aware"
+
+        def score(self, query, items, *, progress=None):
+            base = super().score(query, items, progress=progress)
+            return [s if item.modality is query.target else s / 2 for s, item in zip(base, items, strict=True)]
+
+    monkeypatch.setattr(RERANKERS, "unavailable_reason", lambda name, device="auto": None)
+    monkeypatch.setattr(RERANKERS, "get", lambda name, **options: TargetAware())
+    assert main(["search", "cat", "--target", "image", "-k", "3", "--depth", "5", "--rerank", "smolvlm-256m",
+                 "--embedder", "mmembed-mini"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "3 results (mmembed-mini, mode natural, target image)"
+    assert out[4] == "wrong-modality rate: 67% of the top 3 ('!' marks them)"
+    assert out[5] == "reranked by target-aware (top 5 candidates):"
+    assert out[6].startswith("  1.  ↑2 +1.0000  image") and "i-cat" in out[6]
+    assert out[7].startswith("  2.  ↓1 +0.5000 !text") and "t-cat" in out[7]
+    assert out[-1] == "wrong-modality rate: 67% of the top 3 ('!' marks them)"
+    assert main(["search", "cat", "--target", "image", "-k", "2", "--rerank", "--json",
+                 "--embedder", "mmembed-mini"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["reranked"]["status"] == "done" and data["query"]["rerank_depth"] == 10
+    assert [hit["id"] for hit in data["reranked"]["hits"]] == ["i-cat", "t-cat"]
+
+
+def test_search_rerank_unavailable_is_one_clear_line(cli_env, capsys):
+    assert main(["search", "cat", "--rerank", "smolvlm-256m", "--embedder", "mmembed-mini"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: reranker 'smolvlm-256m' can't run here: weights not downloaded (offline) "
+                   "(python -m mmembed prefetch --reranker smolvlm-256m)"]
+    assert main(["search", "cat", "--rerank", "nope", "--embedder", "mmembed-mini"]) == 1
+    assert capsys.readouterr().err.startswith("error: unknown reranker 'nope'; known: smolvlm-256m")

@@ -321,3 +321,20 @@ def test_candidate_image_the_processor_rejects_degrades(reranker, tmp_path: Path
             reranker.score(Query(image=str(thin)), items[:1])
     else:  # Idefics3 squares every image into its tile: a thin image is just another image
         assert "thin" not in messages and 0.0 < scores[2] < 1.0
+
+
+def test_score_batches_stream_the_same_scores_with_a_small_first_batch(reranker, images) -> None:
+    """What the demo's reranked column fills from: batch by batch, first batch capped, same scores as score()."""
+    from mmembed.rerankers.base import iter_rerank
+
+    query, items = Query(text="red cat"), _items(images)
+    batches = list(reranker.score_batches(query, items, first_batch=1))
+    assert len(batches[0][0]) == 1  # the first cards come after one candidate, not a whole batch
+    assert sorted(i for indices, _ in batches for i in indices) == list(range(len(items)))
+    assert all(len(indices) <= reranker.batch_size for indices, _ in batches)
+    streamed = dict(pair for indices, values in batches for pair in zip(indices, values, strict=True))
+    np.testing.assert_allclose([streamed[i] for i in range(len(items))], reranker.score(query, items), atol=1e-5)
+    hits = [Hit(item, 1.0 - 0.1 * i, rank=i + 1) for i, item in enumerate(items)]
+    steps = list(iter_rerank(query, hits, reranker, first_batch=1))
+    assert len(steps[0]) == 1 and len(steps) == len(batches)
+    assert [h.item.id for h in steps[-1]] == [h.item.id for h in rerank(query, hits, reranker)]

@@ -133,12 +133,22 @@ def test_total_size_under_30_mb():
 
 
 def test_sources_txt_lists_every_source_key_sorted(rows, query_rows):
+    """sources.txt is what build_training_set.py excludes: every key in use and every key reserved for the
+    evaluation set (scripts/sample_corpus_reserved.txt), and nothing else."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from build_sample_corpus import reserved_sources
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
     lines = (SAMPLE / "sources.txt").read_text().splitlines()
     assert lines == sorted(set(lines))
-    expected = {row["source"] for row in rows} | {q["source"] for q in query_rows if q.get("source")}
-    assert set(lines) == expected
+    used = {row["source"] for row in rows} | {q["source"] for q in query_rows if q.get("source")}
+    reserved = reserved_sources()
+    assert len(reserved) >= 300
+    assert set(lines) == used | reserved
     for key in lines:
-        assert re.match(r"^(openclipart|twemoji|wordnet|skimage|sklearn|stdlib):\S", key), key
+        assert re.match(r"^(openclipart|twemoji|notoemoji|kenney|sunpy|kivy|wordnet|skimage|sklearn|stdlib):\S",
+                        key), key
 
 
 def test_queries_load_and_cover_all_tasks(corpus, query_rows):

@@ -1,67 +1,110 @@
-"""`python -m mmembed search "a red apple" --target image -k 10`: one query, ranked results."""
+"""`python -m mmembed search "a red apple" --target image -k 10 [--rerank]`: one query, ranked results.
+
+Goes through `mmembed.pipeline.Pipeline`, like the demo: `--json` prints the same object as the demo's
+`/search` API (`SearchReport.to_dict()`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmembed.cli._common import add_retrieval_args, build_retriever, print_json, snippet
+from mmembed.retriever import MODES
+
+if TYPE_CHECKING:
+    from mmembed.pipeline import SearchReport
+    from mmembed.rerankers.base import Reranker
+    from mmembed.types import Hit
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("search", help="search the corpus with text and/or an image",
-                                   description="Rank corpus items for a text and/or image query.")
+                                   description="Rank corpus items for a text and/or image query, optionally "
+                                   "reranked by a multimodal LLM.")
     parser.add_argument("text", nargs="?", default=None, help="query text (optional if --image is given)")
     parser.add_argument("--image", type=Path, default=None, help="query image file")
     parser.add_argument("--target", default=None, help="wanted modality: image, text or image+text")
     parser.add_argument("-k", "--top-k", type=int, default=10, help="number of results (default 10)")
-    parser.add_argument("--mode", choices=["natural", "filtered"], default="natural",
+    parser.add_argument("--mode", choices=list(MODES), default="natural",
                         help="natural: the model ranks the whole pool (bias shows); filtered: only the target")
     parser.add_argument("--instruction", default=None, help="task instruction overriding the built-in table")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--rerank", nargs="?", const="", default=None, metavar="RERANKER",
+                        help="rerank the candidates with an MLLM (default: $MMEMBED_RERANKER or smolvlm-256m)")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="candidates the reranker sees (default: $MMEMBED_RERANK_TOP_K or 10; at least -k)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (the demo API's object)")
     add_retrieval_args(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmembed.bias import wrong_modality_rate
+    from mmembed.config import Settings
     from mmembed.images import load_image
+    from mmembed.pipeline import Pipeline
+    from mmembed.progress import tqdm_progress
     from mmembed.types import Query
 
     if args.image is not None:
         load_image(args.image)  # fail now, with a clear message, before any model is loaded
     query = Query(text=args.text, image=args.image, target=args.target, instruction=args.instruction)
+    settings = Settings.from_env(device=args.device)
+    reranker = _load_reranker(args.rerank or settings.reranker, settings.device) if args.rerank is not None else None
     retriever = build_retriever(args, progress_bar=not args.json)
-    result = retriever.search(query, k=args.top_k, mode=args.mode)
-    wrong = wrong_modality_rate(result.hits, result.target)
+    depth = args.depth or (settings.rerank_top_k if reranker is not None else args.top_k)
+    with tqdm_progress(disable=args.json) as progress:
+        report = Pipeline(retriever, reranker).search(query, k=args.top_k, mode=args.mode, depth=depth,
+                                                     progress=progress)
     if args.json:
-        print_json({
-            "embedder": retriever.embedder.name,
-            "mode": result.mode,
-            "target": result.target.value if result.target else None,
-            "instruction": result.instruction,
-            "notes": list(result.notes),
-            "wrong_modality_rate": wrong,
-            "hits": [{"rank": h.rank, "id": h.item.id, "score": round(h.score, 6), "modality": h.item.modality.value,
-                      "text": h.item.text, "image": str(h.item.image) if h.item.image is not None else None}
-                     for h in result.hits],
-        })
-        return 0
-    target = result.target.label if result.target else "any"
-    print(f"{len(result.hits)} results ({retriever.embedder.name}, mode {result.mode}, target {target})")
-    if result.instruction:
-        print(f"instruction: {result.instruction}")
-    for note in result.notes:
+        print_json(report.to_dict())
+    else:
+        _print_report(report)
+    if report.reranked.status == "error":
+        print(f"error: {report.reranked.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load_reranker(name: str, device: str) -> Reranker:
+    """The reranker `name`, refused up front (one line, no model load) when it cannot run here."""
+    from mmembed.registry import BackendUnavailableError
+    from mmembed.rerankers import RERANKERS
+
+    reason = RERANKERS.unavailable_reason(name, device=device)  # unknown names raise with the known ones
+    if reason is not None:
+        raise BackendUnavailableError(f"reranker '{name}' can't run here: {reason} "
+                                      f"(python -m mmembed prefetch --reranker {name})")
+    return RERANKERS.get(name, device=device)
+
+
+def _print_report(report: SearchReport) -> None:
+    target = report.target.label if report.target else "any"
+    print(f"{len(report.first_stage)} results ({report.embedder}, mode {report.mode}, target {target})")
+    if report.instruction:
+        print(f"instruction: {report.instruction}")
+    for note in report.notes:
         print(f"note: {note}")
-    for hit in result.hits:
-        marker = " " if result.target is None or hit.item.modality is result.target else "!"
+    _print_hits(report, report.first_stage, "first_stage")
+    if report.reranked.status == "done":
+        print(f"reranked by {report.reranked.reranker} (top {report.depth} candidates):")
+        _print_hits(report, report.reranked.hits, "reranked")
+
+
+def _print_hits(report: SearchReport, hits: tuple[Hit, ...], stage: str) -> None:
+    from mmembed.pipeline import movement_label
+
+    for hit in hits:
+        marker = " " if report.target is None or hit.item.modality is report.target else "!"
         shown = snippet(hit.item.text) or _image_label(hit.item.image)
         if hit.item.text and hit.item.image is not None:
             shown = f"[{_image_label(hit.item.image)}] {shown}"
-        print(f"{hit.rank:>3}. {hit.score:+.4f} {marker}{hit.item.modality.label:<10} {hit.item.id:<12} {shown}")
+        moved = f" {movement_label(hit, report.top_k):>3}" if stage == "reranked" else ""
+        print(f"{hit.rank:>3}.{moved} {hit.score:+.4f} {marker}{hit.item.modality.label:<10} {hit.item.id:<12} {shown}")
+    wrong = report.wrong_modality_rate(stage)
     if wrong is not None:
-        print(f"wrong-modality rate: {wrong:.0%} of the top {len(result.hits)} ('!' marks them)")
-    return 0
+        print(f"wrong-modality rate: {wrong:.0%} of the top {len(hits)} ('!' marks them)")
 
 
 def _image_label(image: object) -> str:

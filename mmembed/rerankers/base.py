@@ -9,7 +9,7 @@ first-stage score to [0, 1] with (s + 1) / 2 before fusing so both terms live on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
@@ -42,19 +42,60 @@ def rerank(
     `fusion_weight` in [0, 1] mixes in the first-stage score (see the module docstring): 0 (default) ranks
     by the reranker alone, 1 keeps the first-stage order, 0.5 averages the two on a [0, 1] scale.
     """
-    if not 0.0 <= fusion_weight <= 1.0:
-        raise ValidationError(f"fusion_weight must be in [0, 1], got {fusion_weight}")
+    _check_weight(fusion_weight)
     pool = list(hits if top_k is None else hits[:top_k])
     if not pool:
         return []
     scores = reranker.score(query, [hit.item for hit in pool], progress=progress)
     if len(scores) != len(pool):
         raise RuntimeError(f"reranker {reranker.name!r} returned {len(scores)} scores for {len(pool)} items")
-    fused = [
-        fusion_weight * (hit.score + 1.0) / 2.0 + (1.0 - fusion_weight) * float(score)
-        for hit, score in zip(pool, scores, strict=True)
-    ]
-    order = sorted(range(len(pool)), key=lambda i: (-fused[i], pool[i].rank))
+    return _ranked(pool, dict(enumerate(scores)), fusion_weight)
+
+
+def iter_rerank(
+    query: Query,
+    hits: Sequence[Hit],
+    reranker: Reranker,
+    top_k: int | None = None,
+    *,
+    fusion_weight: float = 0.0,
+    progress: ProgressFn | None = None,
+    first_batch: int | None = 2,
+) -> Iterator[list[Hit]]:
+    """`rerank`, step by step: after each scored batch, the candidates scored so far in reranked order.
+
+    Ranks are among the scored candidates (1..m); the last list yielded is exactly `rerank`'s result.
+    A reranker with a `score_batches(query, items, progress=, first_batch=)` method (MLLMReranker) reports
+    every batch, and `first_batch` keeps the first one small so a page shows results early; any other
+    reranker is scored in one call (one step).
+    """
+    _check_weight(fusion_weight)
+    pool = list(hits if top_k is None else hits[:top_k])
+    if not pool:
+        yield []
+        return
+    stream = getattr(reranker, "score_batches", None)
+    if stream is None:
+        yield rerank(query, pool, reranker, fusion_weight=fusion_weight, progress=progress)
+        return
+    scores: dict[int, float] = {}
+    for indices, values in stream(query, [hit.item for hit in pool], progress=progress, first_batch=first_batch):
+        scores.update(zip(indices, (float(v) for v in values), strict=True))
+        yield _ranked(pool, scores, fusion_weight)
+    if len(scores) != len(pool):
+        raise RuntimeError(f"reranker {reranker.name!r} scored {len(scores)} of {len(pool)} items")
+
+
+def _check_weight(fusion_weight: float) -> None:
+    if not 0.0 <= fusion_weight <= 1.0:
+        raise ValidationError(f"fusion_weight must be in [0, 1], got {fusion_weight}")
+
+
+def _ranked(pool: list[Hit], scores: dict[int, float], fusion_weight: float) -> list[Hit]:
+    """The scored members of `pool` (position -> reranker score), fused and sorted; ties keep first-stage order."""
+    fused = {i: fusion_weight * (pool[i].score + 1.0) / 2.0 + (1.0 - fusion_weight) * float(score)
+             for i, score in scores.items()}
+    order = sorted(fused, key=lambda i: (-fused[i], pool[i].rank))
     return [
         replace(pool[i], score=fused[i], rank=new_rank, first_stage_score=pool[i].score,
                 original_rank=pool[i].rank)

@@ -28,7 +28,7 @@ import copy
 import hashlib
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -297,32 +297,51 @@ class MLLMReranker:
     # ------------------------------------------------------------------------------------------------ fast path
     def score(self, query: Query, items: Sequence[Item], *, progress: ProgressFn | None = None) -> list[float]:
         """P("True") per item, in order; shared-prefix KV cache + cached image features + batching."""
+        scores = [0.0] * len(items)  # a candidate that cannot be scored at all keeps 0.0 (see `_pairs`)
+        for indices, values in self.score_batches(query, items, progress=progress):
+            for i, value in zip(indices, values, strict=True):
+                scores[i] = value
+        return scores
+
+    def score_batches(self, query: Query, items: Sequence[Item], *, progress: ProgressFn | None = None,
+                      first_batch: int | None = None) -> Iterator[tuple[list[int], list[float]]]:
+        """The scores of `score`, batch by batch as they are computed: (item indices, P("True") of each).
+
+        What the demo's reranked column fills from. `first_batch` caps the first batch so the first cards
+        come early (the shared prefix and the image features are computed once, before it, either way).
+        Candidates that cannot be scored come last, with 0.0. Consume the iterator to the end (or close
+        it): the model is held for one query at a time while it runs.
+        """
         import torch
 
         if not items:
-            return []
+            return
         loaded = self._load()
         if loaded.model_type not in FAST_PATH_TYPES:
-            return self.score_naive(query, items, progress=progress)
-        pairs, scores = self._pairs(query, items)
-        if not pairs:
-            return scores
-        with self._run_lock, torch.inference_mode():
-            encoded = [self._encode(pair) for pair in pairs]
-            features = self._image_features(pairs, encoded)
-            sequences = [self._embed(pair, enc, features) for pair, enc in zip(pairs, encoded, strict=True)]
-            prefix = _common_prefix([s.keys for s in sequences])
-            prefix = min(prefix, min(len(s.keys) for s in sequences) - 1)  # every candidate keeps >= 1 token
-            cache = self._run_prefix(sequences[0], prefix) if prefix > 0 else None
-            lengths = [len(s.keys) - prefix for s in sequences]
-            done = 0
-            for batch in _length_batches(lengths, self.batch_size):
-                probabilities = self._run_suffixes([sequences[i] for i in batch], prefix, cache)
-                for i, p in zip(batch, probabilities, strict=True):
-                    scores[pairs[i].index] = p
-                done += len(batch)
-                report(progress, done, len(pairs), "reranking")
-        return scores
+            yield list(range(len(items))), self.score_naive(query, items, progress=progress)
+            return
+        pairs, _ = self._pairs(query, items)
+        scored: set[int] = set()
+        if pairs:
+            with self._run_lock, torch.inference_mode():
+                encoded = [self._encode(pair) for pair in pairs]
+                features = self._image_features(pairs, encoded)
+                sequences = [self._embed(pair, enc, features) for pair, enc in zip(pairs, encoded, strict=True)]
+                prefix = _common_prefix([s.keys for s in sequences])
+                prefix = min(prefix, min(len(s.keys) for s in sequences) - 1)  # every candidate keeps >= 1 token
+                cache = self._run_prefix(sequences[0], prefix) if prefix > 0 else None
+                lengths = [len(s.keys) - prefix for s in sequences]
+                done = 0
+                for batch in _length_batches(lengths, self.batch_size, first=first_batch):
+                    probabilities = self._run_suffixes([sequences[i] for i in batch], prefix, cache)
+                    done += len(batch)
+                    report(progress, done, len(pairs), "reranking")
+                    indices = [pairs[i].index for i in batch]
+                    scored.update(indices)
+                    yield indices, probabilities
+        unscorable = [i for i in range(len(items)) if i not in scored]
+        if unscorable:
+            yield unscorable, [0.0] * len(unscorable)
 
     def precompute_image_features(self, items: Sequence[Item], *, progress: ProgressFn | None = None) -> int:
         """Encode (and cache) the images of `items` now, e.g. when an index is built; returns how many were new."""
@@ -482,11 +501,16 @@ def _p_true(pair_logits: torch.Tensor) -> float:
     return float(pair_logits.float().softmax(-1)[0])
 
 
-def _length_batches(lengths: list[int], batch_size: int, waste: float = 0.1) -> list[list[int]]:
+def _length_batches(lengths: list[int], batch_size: int, waste: float = 0.1,
+                   first: int | None = None) -> list[list[int]]:
     """Indices grouped into batches of similar length: padding costs as much compute as real tokens on a CPU,
-    so a batch only grows while its padded tokens stay within `waste` of its real tokens."""
+    so a batch only grows while its padded tokens stay within `waste` of its real tokens. `first` caps the
+    first batch (results shown while the rest is scored)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches: list[list[int]] = []
+    if first is not None and 0 < first < len(order):
+        batches.append(order[:first])
+        order = order[first:]
     current: list[int] = []
     for i in order:
         grown = [*current, i]
