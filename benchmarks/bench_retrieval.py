@@ -581,9 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
-        tmp_out = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp_out.write_text(text + "\n")
-        os.replace(tmp_out, args.out)
+        from mmembed.storage import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from mmembed.metrics import wrong_modality_share
 from mmembed.types import Hit, Item, Modality
 
 if TYPE_CHECKING:
@@ -41,9 +42,4 @@ def modality_mix(hits: Sequence[Hit], pool: Iterable[Item] | None = None) -> pd.
 
 def wrong_modality_rate(hits: Sequence[Hit], target: Modality | None, k: int | None = None) -> float | None:
     """Share of the first k hits whose modality differs from `target`; None without a target or hits."""
-    if target is None:
-        return None
-    top = list(hits[: max(k, 0)] if k is not None else hits)  # a negative k must not mean "all but the last"
-    if not top:
-        return None
-    return sum(hit.item.modality is not target for hit in top) / len(top)
+    return wrong_modality_share([hit.item.modality for hit in hits], target, k)

@@ -27,13 +27,11 @@ import concurrent.futures
 import hashlib
 import io
 import json
-import os
 import random
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mmembed.instructions import INSTRUCTIONS  # noqa: E402
+from mmembed.storage import atomic_write_text  # noqa: E402
 from mmembed.types import Modality  # noqa: E402
 
 CLIPART_DIR = Path("/usr/share/openclipart/svg")
@@ -76,7 +75,7 @@ def norm_text(text: str) -> str:
 
 def pixel_hash(image) -> str:
     """sha256 of the RGB pixels after the same square 64 px preparation training uses."""
-    from mmembed.train.images import prepare_image
+    from mmembed.models.mini_images import prepare_image
 
     return hashlib.sha256(prepare_image(image, IMAGE_SIZE).tobytes()).hexdigest()
 
@@ -180,7 +179,7 @@ def render(svg: Path, out_png: Path) -> bool:
     """Rasterise onto white with rsvg-convert, then pad to a square IMAGE_SIZE PNG."""
     from PIL import Image
 
-    from mmembed.train.images import prepare_image
+    from mmembed.models.mini_images import prepare_image
 
     try:
         done = subprocess.run(
@@ -250,10 +249,8 @@ def instruction(query_mod: Modality, target: Modality) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    """The project's one atomic writer (the temp file is removed if the write fails)."""
+    atomic_write_text(path, text)
 
 
 def read_twemoji(folder: Path, exclusion: Exclusion, stats: dict[str, int]) -> list[Clipart]:
@@ -349,7 +346,7 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
         rng.shuffle(emoji)
         for i, entry in enumerate(emoji[:max_twemoji]):
             with Image.open(entry.path) as image:
-                from mmembed.train.images import prepare_image
+                from mmembed.models.mini_images import prepare_image
 
                 square = prepare_image(image, IMAGE_SIZE)
             entry.png = out / "images" / f"em{i:05d}.png"

@@ -81,3 +81,29 @@ def test_corrupt_weights_are_refused(tmp_path):
 def test_missing_model_dir_says_how_to_get_one(tmp_path):
     with pytest.raises(BackendUnavailableError, match="python -m mmembed train"):
         MiniEmbedder(EMBEDDERS.info("mmembed-mini"), model_dir=tmp_path / "nothing")
+
+
+def test_inference_never_imports_training_code(picture):
+    """The layering of issue 10: embedders/ and models/ serve the model; train/ is only for training."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mmembed.embedders import EMBEDDERS; from mmembed.embedders.mini import MiniEmbedder; "
+            "from mmembed.types import Item, Query; "
+            "e = MiniEmbedder(EMBEDDERS.info('mmembed-mini'), device='cpu'); "
+            f"e.embed_items([Item('i', text='red', image={str(picture)!r})]); e.embed_query(Query(text='red')); "
+            "e.describe_query(Query(text='red ' * 200)); "
+            "print(sorted(m for m in sys.modules if m.startswith('mmembed.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_model_classes_live_at_module_level():
+    from mmembed.models import mini as model_module
+    from mmembed.models.mini import MiniConfig, MiniModel, build_model
+
+    model = build_model(MiniConfig(dim=8, image_size=8, channels=(4,)))
+    assert type(model) is MiniModel
+    assert {type(m).__qualname__ for m in model.children()} >= {"ImageTower", "Residual"}
+    assert all("<locals>" not in type(m).__qualname__ for m in model.modules())
+    assert type(model.image_tower) is model_module.ImageTower

@@ -36,7 +36,7 @@ def tiny_config() -> RerankConfig:
 @pytest.fixture(scope="module")
 def tower_dir(tmp_path_factory) -> Path:
     """A 3-layer, 32-wide BERT with the real MiniLM tokenizer, saved like the package's model folder."""
-    from mmembed.train.text import text_tower_dir
+    from mmembed.models.minilm import text_tower_dir
 
     out = tmp_path_factory.mktemp("tiny-tower")
     torch.manual_seed(0)
@@ -52,8 +52,8 @@ def tower_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tower_dir) -> dict:
     """A tiny training set, a tiny mmembed-mini as the first stage, features, and 3 training steps."""
-    from mmembed.train.model import MiniConfig, save_model_dir
-    from mmembed.train.model import build_model as build_mini
+    from mmembed.models.mini import MiniConfig, save_model_dir
+    from mmembed.models.mini import build_model as build_mini
     from mmembed.train.rerank import TrainConfig, prepare, train
 
     root = tmp_path_factory.mktemp("rerank-train")

@@ -34,7 +34,7 @@ def _sample_sources() -> set[str]:
 def _sample_image_hashes() -> set[str]:
     from PIL import Image
 
-    from mmembed.train.images import prepare_image
+    from mmembed.models.mini_images import prepare_image
 
     hashes = set()
     for name, key in (("corpus.jsonl", "img_path"), ("queries.jsonl", "query_img_path")):

@@ -6,8 +6,8 @@ torch = pytest.importorskip("torch")
 
 from train_helpers import HashTextEncoder, build_tiny_set, tiny_model_config  # noqa: E402
 
+from mmembed.models.mini import build_model, load_model_dir  # noqa: E402
 from mmembed.train.data import TrainingDataError, load_training_set  # noqa: E402
-from mmembed.train.model import build_model, load_model_dir  # noqa: E402
 from mmembed.train.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from mmembed.train.trainer import StageConfig, Trainer  # noqa: E402
 
@@ -56,7 +56,13 @@ def test_resume_continues_the_same_run(tiny, tmp_path):
     assert [h["loss"] for h in whole.history if "loss" in h] == [h["loss"] for h in second.history if "loss" in h]
     _model, config, raw = load_model_dir(tmp_path / "split")
     assert config.dim == 16 and raw["fingerprint"] == result["fingerprint"]
-    assert set(raw["validation"]) >= {"recall@1", "recall@5", "wrong_modality@5", "tasks"}
+    validation = raw["validation"]  # the same metrics and key names as `mmembed eval`
+    assert set(validation) == {"mode", "recall", "queries", "wrong_modality_rate"}
+    assert set(validation["recall"]["overall"]) == {"R@1", "R@5", "R@10"}
+    assert validation["queries"]["overall"] == sum(n for task, n in validation["queries"].items() if task != "overall")
+    assert all("->" in task and not task.startswith(("text", "image")) for task in validation["queries"]
+               if task != "overall")
+    assert set(validation["wrong_modality_rate"]["overall"]) == {"@1", "@5"}
 
 
 def test_checkpoint_of_another_configuration_is_not_used(tiny, tmp_path):

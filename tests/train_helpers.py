@@ -57,6 +57,6 @@ def build_tiny_set(root: Path) -> Path:
 
 
 def tiny_model_config():
-    from mmembed.train.model import MiniConfig
+    from mmembed.models.mini import MiniConfig
 
     return MiniConfig(dim=16, image_size=16, channels=(4, 8), text_tower="hash-16")

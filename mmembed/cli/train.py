@@ -45,8 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from mmembed.models.mini import MiniConfig
     from mmembed.progress import tqdm_progress
-    from mmembed.train.model import MiniConfig
     from mmembed.train.pipeline import Pipeline, PipelineConfig
     from mmembed.train.trainer import StageConfig
 

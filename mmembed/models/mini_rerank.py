@@ -98,8 +98,7 @@ def build_model(config: RerankConfig):
     from torch import nn
     from torch.nn import functional as F
 
-    from mmembed.train.model import MiniConfig
-    from mmembed.train.model import build_model as build_mini
+    from mmembed.models.mini import ImageTower, MiniConfig
 
     h = config.hidden
 
@@ -131,7 +130,7 @@ def build_model(config: RerankConfig):
         def __init__(self) -> None:
             super().__init__()
             mini = MiniConfig(dim=h, image_size=config.image_size, channels=config.channels)
-            self.image_tower = build_mini(mini).image_tower  # frozen copy of mmembed-mini's tower
+            self.image_tower = ImageTower(mini)  # a frozen copy of mmembed-mini's tower
             self.image_tower.requires_grad_(False)
             self.image_cells = nn.Linear(config.channels[-1], h)
             self.image_global = nn.Linear(h, h)
@@ -202,19 +201,17 @@ def save_model_dir(model, config: RerankConfig, out: Path, info: dict[str, Any] 
     from safetensors.torch import save_file
 
     from mmembed.storage import atomic_write, atomic_write_json
-    from mmembed.train.model import weights_fingerprint
+    from mmembed.models.mini import weights_fingerprint
 
     store = {"float16": torch.float16, "float32": torch.float32}[dtype]
     state = {k: (v.to(store) if v.is_floating_point() else v) for k, v in trained_state(model).items()}
     out = Path(out)
     atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={
         "format": MODEL_TYPE, "format_version": str(FORMAT_VERSION)}))
-    (out / WEIGHTS_NAME).chmod(0o644)
     fingerprint = weights_fingerprint(out / WEIGHTS_NAME)
     atomic_write_json(out / CONFIG_NAME, {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION,
                                           **config.to_json(), "weights_dtype": dtype, "fingerprint": fingerprint,
                                           **(info or {})})
-    (out / CONFIG_NAME).chmod(0o644)
     return fingerprint
 
 
@@ -237,7 +234,7 @@ def load_model_dir(path: Path, device: str = "cpu"):
     the weights must match the config's fingerprint."""
     from safetensors.torch import load_file
 
-    from mmembed.train.model import weights_fingerprint
+    from mmembed.models.mini import weights_fingerprint
 
     config, raw = read_config(path)
     weights_path = Path(path) / WEIGHTS_NAME

@@ -12,8 +12,6 @@ A corrupt or mismatched file is ignored with a warning and recomputed.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -103,13 +101,11 @@ class ImageFeatureCache:
     def _write(self, path: Path, features: torch.Tensor) -> None:
         from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(handle)
+        from mmembed.storage import atomic_write
+
+        tensors = {"features": features.cpu()}
+        metadata = {"fingerprint": self.fingerprint, "format": FORMAT_VERSION}
         try:
-            save_file({"features": features.cpu()}, temp,
-                      metadata={"fingerprint": self.fingerprint, "format": FORMAT_VERSION})
-            os.replace(temp, path)
+            atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         except OSError as exc:  # a read-only or full cache dir must not fail the reranking
             warnings.warn(f"could not write image feature cache {path} ({exc})", stacklevel=3)
-            Path(temp).unlink(missing_ok=True)

@@ -49,7 +49,7 @@ class MiniReranker:
             if self._loaded is None:
                 from mmembed.devices import resolve_device
                 from mmembed.models.mini_rerank import FrozenBottom, RerankModelError, load_model_dir
-                from mmembed.train.text import text_tower_dir
+                from mmembed.models.minilm import text_tower_dir
 
                 device = resolve_device(self.device_request)
                 try:
@@ -71,7 +71,7 @@ class MiniReranker:
         import torch
 
         from mmembed.images import load_image
-        from mmembed.train.images import image_array
+        from mmembed.models.mini_images import image_array
 
         arrays = [image_array(load_image(image), size) for image in images]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0

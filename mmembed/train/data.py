@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmembed.corpus import iter_jsonl_objects
+from mmembed.corpus import iter_jsonl_objects, task_name
 from mmembed.instructions import INSTRUCTIONS
-from mmembed.train.text import query_text
+from mmembed.models.minilm import query_text
 from mmembed.types import Modality, ValidationError
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def load_queries(path: Path, pool_ids: set[str] | None = None) -> list[TrainQuer
         instruction = row.get("instruction") or INSTRUCTIONS[(modality, target)]
         queries.append(TrainQuery(
             qid=str(row.get("qid", number)), text=row.get("query_txt"), image=row.get("query_img_path"),
-            modality=modality, target=target, task=row.get("task") or f"{modality.value}->{target.value}",
+            modality=modality, target=target, task=row.get("task") or task_name(modality, target),
             positives=positives, instruction=instruction, split=row.get("split", "train"), negatives=negatives,
             raw=row,
         ))
@@ -150,8 +150,8 @@ def build_arrays(root: Path, pool: Sequence[PoolItem], queries: Sequence[TrainQu
     import numpy as np
     from PIL import Image
 
-    from mmembed.train.images import image_array
-    from mmembed.train.model import MODALITY_INDEX
+    from mmembed.models.mini import MODALITY_INDEX
+    from mmembed.models.mini_images import image_array
 
     texts: list[str] = []
     text_index: dict[str, int] = {}
@@ -207,8 +207,7 @@ def load_training_set(root: Path, queries_path: Path | None = None, image_size: 
 
 def write_queries_with_negatives(path: Path, queries: Sequence[TrainQuery], negatives: Sequence[Sequence[str]]) -> None:
     """queries.jsonl again, each row with `neg_cand_list` (atomic write)."""
-    import os
-    import tempfile
+    from mmembed.storage import atomic_write_text
 
     lines = []
     for query, negs in zip(queries, negatives, strict=True):
@@ -218,7 +217,4 @@ def write_queries_with_negatives(path: Path, queries: Sequence[TrainQuery], nega
             "target_modality": query.target.value, "split": query.split}
         row["neg_cand_list"] = list(negs)
         lines.append(json.dumps(row, ensure_ascii=False))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -8,13 +8,11 @@ set (which is rebuilt from the Debian packages, not committed).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from mmembed.train.model import CONFIG_NAME, WEIGHTS_NAME, load_model_dir, weights_fingerprint
+from mmembed.models.mini import CONFIG_NAME, WEIGHTS_NAME, load_model_dir, weights_fingerprint
+from mmembed.storage import atomic_copy, atomic_write_json
 from mmembed.types import MMEmbedError
 
 MAX_BYTES = 50 * 1024 * 1024
@@ -40,17 +38,8 @@ def export_model(model_dir: Path, data_dir: Path, dest: Path, extra: dict[str, A
               "training_image_hashes.txt": data_dir / "image_hashes.txt"}
     for name, source in copies.items():
         if source.is_file():
-            fd, tmp = tempfile.mkstemp(dir=dest, suffix=".tmp")
-            os.close(fd)
-            shutil.copyfile(source, tmp)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; shipped files must be readable by everyone
-            os.replace(tmp, dest / name)
+            atomic_copy(source, dest / name)  # 0644: shipped files must be readable by everyone
     config["fingerprint"] = weights_fingerprint(dest / WEIGHTS_NAME)
-    fd, tmp = tempfile.mkstemp(dir=dest, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(config, handle, indent=2)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dest / CONFIG_NAME)
+    atomic_write_json(dest / CONFIG_NAME, config, sort_keys=False)
     return {"dest": str(dest), "fingerprint": config["fingerprint"], "bytes": sum(
         p.stat().st_size for p in dest.iterdir() if p.is_file())}

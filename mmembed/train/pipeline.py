@@ -12,15 +12,14 @@ Each finished folder is a model directory MiniEmbedder loads. A stage whose outp
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mmembed.train.model import CONFIG_NAME, MiniConfig
+from mmembed.models.mini import CONFIG_NAME, MiniConfig
+from mmembed.storage import atomic_write_json
 from mmembed.train.trainer import StageConfig
 from mmembed.types import MMEmbedError
 
@@ -61,13 +60,13 @@ class Pipeline:
     @property
     def text_encoder(self):
         if self._text_encoder is None:
-            from mmembed.train.text import shared_minilm
+            from mmembed.models.minilm import shared_minilm
 
             self._text_encoder = shared_minilm("cpu")
         return self._text_encoder
 
     def model_config(self) -> MiniConfig:
-        from mmembed.train.text import TEXT_TOWER_PACKAGE, text_tower_version
+        from mmembed.models.minilm import TEXT_TOWER_PACKAGE, text_tower_version
 
         model = self.config.model
         if model.text_tower == TEXT_TOWER_PACKAGE and not model.text_tower_version:
@@ -91,7 +90,7 @@ class Pipeline:
         """The same starting weights for M_rand and M_hard: built from the seed, saved once, re-read after."""
         import torch
 
-        from mmembed.train.model import build_model, load_model_dir, save_model_dir
+        from mmembed.models.mini import build_model, load_model_dir, save_model_dir
 
         init_dir = self.config.out / "init"
         if (init_dir / CONFIG_NAME).is_file():
@@ -134,7 +133,7 @@ class Pipeline:
             return self.mine()
         if stage == "hard":
             return self._train("hard", self.initial_model(), self.config.hard, self._mined_path(), stop_after)
-        from mmembed.train.model import load_model_dir
+        from mmembed.models.mini import load_model_dir
 
         self._require("hard")
         model, _, _ = load_model_dir(self.stage_dir("hard"))
@@ -149,9 +148,9 @@ class Pipeline:
         return self.stage_dir("mine") / "queries.jsonl"
 
     def mine(self) -> dict[str, Any]:
+        from mmembed.models.mini import load_model_dir
         from mmembed.train.data import write_queries_with_negatives
         from mmembed.train.mining import mine_from_vectors, summarize
-        from mmembed.train.model import load_model_dir
         from mmembed.train.trainer import Trainer
 
         self._require("rand")
@@ -170,10 +169,7 @@ class Pipeline:
         summary = {**summarize(mined), "top_n": self.config.top_n, "threshold": self.config.threshold,
                    "max_c1_kept": self.config.max_c1, "negatives_written": sum(len(n) for n in negatives),
                    "by_task": _by_task(arrays.queries, mined)}
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(summary, handle, indent=2)
-        os.replace(tmp, folder / "summary.json")
+        atomic_write_json(folder / "summary.json", summary, sort_keys=False)
         self.log(f"mined: {json.dumps(summary)}")
         return summary
 

@@ -81,9 +81,9 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
     from mmembed.storage import atomic_write, atomic_write_json
     from mmembed.train.data import load_training_set
     from mmembed.train.mining import top_n_indices
-    from mmembed.train.model import MODALITY_INDEX as MINI_MODALITY
-    from mmembed.train.model import load_model_dir, weights_fingerprint
-    from mmembed.train.text import query_text, text_tower_dir, text_tower_version
+    from mmembed.models.mini import MODALITY_INDEX as MINI_MODALITY
+    from mmembed.models.mini import load_model_dir, weights_fingerprint
+    from mmembed.models.minilm import query_text, text_tower_dir, text_tower_version
 
     config = config or RerankConfig()
     config.text_tower_version = text_tower_version()
@@ -364,8 +364,8 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
     from safetensors.numpy import load_file
 
     from mmembed.models.mini_rerank import FrozenBottom, build_model, save_model_dir
-    from mmembed.train.model import load_model_dir as load_mini
-    from mmembed.train.text import text_tower_dir
+    from mmembed.models.mini import load_model_dir as load_mini
+    from mmembed.models.minilm import text_tower_dir
 
     meta = json.loads((features / META_NAME).read_text())
     arrays = load_file(str(features / FEATURES_NAME))
@@ -446,7 +446,6 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
     shipped["training"] = {**_manifest(meta, config, best["step"], history, first), "steps_run": step,
                            "seconds": round(time.time() - started, 1)}
     atomic_write_json(out / "config.json", shipped)
-    (out / "config.json").chmod(0o644)
     return {"best": best, "history": history, "first_stage": first}
 
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mmembed.models.mini import MiniConfig, save_model_dir
+from mmembed.storage import atomic_write, atomic_write_json
 from mmembed.train.data import TrainingArrays
-from mmembed.train.model import MiniConfig, save_model_dir
 from mmembed.types import Modality, ValidationError
 
 MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.IMAGE_TEXT)
@@ -61,13 +60,6 @@ def lr_at(step: int, config: StageConfig, base: float) -> float:
         return base * (step + 1) / warm
     progress = (step - warm) / max(1, config.steps - warm)
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -217,12 +209,9 @@ class Trainer:
                 tensors[f"{index}.{name}"] = value.detach().cpu().contiguous().reshape(value.shape)
         for name, tensor_map in (("model", {k: v.detach().cpu().contiguous() for k, v in
                                              self.model.state_dict().items()}), ("optimizer", tensors)):
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            os.close(fd)
-            save_file(tensor_map, tmp)
-            os.replace(tmp, folder / f"{name}.safetensors")
+            atomic_write(folder / f"{name}.safetensors", lambda tmp, t=tensor_map: save_file(t, str(tmp)))
         groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
-        _atomic_json(folder / "state.json", {"step": self.step, "config": asdict(self.config),
+        atomic_write_json(folder / "state.json", {"step": self.step, "config": asdict(self.config),
                                              "model_config": self.model_config.to_json(), "param_groups": groups,
                                              "history": self.history})
 
@@ -284,7 +273,7 @@ class Trainer:
         fingerprint = save_model_dir(self.model, self.model_config, self.out,
                                      {"training": {"stage": asdict(self.config), **(info or {})},
                                       "validation": validation})
-        _atomic_json(self.out / "train_log.json", self.history)
+        atomic_write_json(self.out / "train_log.json", self.history)
         return {"finished": True, "step": self.step, "validation": validation, "fingerprint": fingerprint}
 
     # -------------------------------------------------------------------------------------- evaluation
@@ -315,23 +304,19 @@ class Trainer:
         return retrieval_metrics(self.data, rows, self.embed_query_rows(rows), self.embed_pool(), ks)
 
 
-def retrieval_metrics(data: TrainingArrays, rows, query_vectors, pool_vectors, ks=(1, 5, 10)) -> dict[str, Any]:
-    import numpy as np
-
+def retrieval_metrics(data: TrainingArrays, rows, query_vectors, pool_vectors,
+                      ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, Any]:
+    """Exact inner-product ranking of the pool for each query row, scored by `mmembed.metrics` (the same
+    Recall@k / wrong-modality code and key names as `mmembed eval`)."""
+    from mmembed.metrics import MetricsAccumulator
+    from mmembed.models.mini import MODALITY_INDEX
     from mmembed.train.mining import top_n_indices
 
-    ranked = top_n_indices(query_vectors, pool_vectors, max(ks))
-    by_task: dict[str, list[list[bool]]] = {}
-    wrong5 = []
+    modality_of = {index: modality for modality, index in MODALITY_INDEX.items()}
+    metrics = MetricsAccumulator(ks)
+    ranked = top_n_indices(query_vectors, pool_vectors, metrics.depth)
     for row, ranking in zip(rows, ranked, strict=True):
-        positives = set(data.positives[row].tolist())
-        hits = [any(int(c) in positives for c in ranking[:k]) for k in ks]
-        by_task.setdefault(data.queries[row].task, []).append(hits)
-        wrong5.append(float(np.mean(data.pool_modality[ranking[:5]] != data.query_target[row])))
-    result: dict[str, Any] = {"queries": len(rows), "wrong_modality@5": round(float(np.mean(wrong5)), 4)}
-    every = [h for hits in by_task.values() for h in hits]
-    for i, k in enumerate(ks):
-        result[f"recall@{k}"] = round(float(np.mean([h[i] for h in every])), 4)
-    result["tasks"] = {task: {f"recall@{k}": round(float(np.mean([h[i] for h in hits])), 4)
-                              for i, k in enumerate(ks)} for task, hits in sorted(by_task.items())}
-    return result
+        ranked_modalities = [modality_of[int(m)] for m in data.pool_modality[ranking]]
+        metrics.add(data.queries[row].task, ranking.tolist(), set(data.positives[row].tolist()),
+                    modality_of[int(data.query_target[row])], ranked_modalities)
+    return metrics.report("natural").to_dict()

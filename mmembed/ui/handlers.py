@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmembed.progress import ProgressFn, report
+from mmembed.storage import atomic_write_json
 from mmembed.types import Hit, MMEmbedError, Modality, Query, ValidationError
 from mmembed.ui.state import parse_licences
 
@@ -375,9 +376,7 @@ def export_json(session: dict[str, Any] | None, folder: Path | None = None) -> P
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"mmembed-results-{uuid.uuid4().hex[:12]}.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_json(target, payload, sort_keys=False)
     return target
 
 

@@ -1,4 +1,4 @@
-"""One image preparation shared by the training-set builder, the trainer and MiniEmbedder.
+"""mmembed-mini's image preparation, shared by the training-set builder, the trainer and MiniEmbedder.
 
 Clip art and photos alike become a square RGB image of `size` pixels: transparency is composited onto
 white (clip art is drawn on transparent canvases), the whole picture is kept (fit, not crop) and padded
