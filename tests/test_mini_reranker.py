@@ -190,3 +190,19 @@ def test_load_with_fallback_returns_the_backend_and_warns():
         reranker, note = load_reranker_with_fallback(settings)
     assert isinstance(reranker, MiniReranker) and reranker.name == "mmembed-mini-rerank"
     assert "needs a GPU" in note and any("not an MLLM" in str(w.message) for w in caught)
+
+
+def test_serving_never_imports_training_code(trained, tower_dir):
+    """Like mmembed-mini: models/ and rerankers/ serve the reranker; train/ is only for training it."""
+    import subprocess
+    import sys
+
+    image = trained["data"] / "images" / "red.png"
+    code = ("import sys; from mmembed.rerankers.mini import MiniReranker; from mmembed.types import Item, Query; "
+            f"r = MiniReranker(model_dir={str(trained['model'])!r}, device='cpu', text_tower_dir={str(tower_dir)!r}); "
+            f"print(r.score(Query(text='red', image={str(image)!r}, target='image'), "
+            f"[Item('a', text='red square'), Item('b', image={str(image)!r})])); "
+            "print(sorted(m for m in sys.modules if m.startswith('mmembed.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout.strip().splitlines()
+    assert len(json.loads(out[0])) == 2 and out[-1] == "[]"

@@ -9,21 +9,33 @@ MLLM: it is a small MiniLM cross-encoder.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 from mmembed.config import Settings
 from mmembed.rerankers.base import Reranker
 from mmembed.types import MMEmbedError
 
+if TYPE_CHECKING:
+    from mmembed.registry import Registry
 
-def choose_reranker(settings: Settings, name: str | None = None) -> tuple[str, str | None]:
-    """(the reranker to use, why it is not `name`) without loading anything: `name` (default
-    settings.reranker) when it can run here, else settings.fallback_reranker. An unknown name raises."""
+
+def _default_registry() -> Registry[Reranker]:
     from mmembed.rerankers import RERANKERS
 
+    return RERANKERS
+
+
+def choose_reranker(settings: Settings, name: str | None = None,
+                    registry: Registry[Reranker] | None = None) -> tuple[str, str | None]:
+    """(the reranker to use, why it is not `name`) without loading anything: `name` (default
+    settings.reranker) when it can run here, else settings.fallback_reranker when that one can (the
+    offline fallback must itself be usable). An unknown name raises with the known ones."""
+    registry = registry or _default_registry()
     wanted = name or settings.reranker
-    reason = RERANKERS.unavailable_reason(wanted, device=settings.device)  # unknown name: UnknownBackendError
+    reason = registry.unavailable_reason(wanted, device=settings.device)  # unknown name: UnknownBackendError
     fallback = settings.fallback_reranker
-    if reason is None or not fallback or fallback == wanted:
+    if (reason is None or not fallback or fallback == wanted or fallback not in registry.names()
+            or registry.unavailable_reason(fallback, device=settings.device) is not None):
         return wanted, None
     return fallback, fallback_note(wanted, reason, fallback)
 
@@ -33,23 +45,24 @@ def fallback_note(wanted: str, reason: str, fallback: str) -> str:
             "cross-encoder shipped with mmembed (MiniLM + mmembed-mini's image tower, not an MLLM)")
 
 
-def load_reranker_with_fallback(settings: Settings, name: str | None = None) -> tuple[Reranker, str | None]:
+def load_reranker_with_fallback(settings: Settings, name: str | None = None,
+                                registry: Registry[Reranker] | None = None) -> tuple[Reranker, str | None]:
     """The reranker `choose_reranker` picks, created through the registry, and the note (None when it is
-    the one asked for). A reranker whose loading fails as unavailable falls back the same way."""
+    the one asked for). A reranker whose creation fails as unavailable falls back the same way."""
     from mmembed.hub import WeightsNotAvailableError
     from mmembed.registry import BackendUnavailableError
-    from mmembed.rerankers import RERANKERS
 
-    chosen, note = choose_reranker(settings, name)
+    registry = registry or _default_registry()
+    chosen, note = choose_reranker(settings, name, registry)
     try:
-        reranker = RERANKERS.get(chosen, device=settings.device)
+        reranker = registry.get(chosen, device=settings.device)
     except (WeightsNotAvailableError, BackendUnavailableError) as exc:
         fallback = settings.fallback_reranker
         if not fallback or chosen == fallback:
             raise
         note = fallback_note(chosen, str(exc), fallback)
         try:
-            reranker = RERANKERS.get(fallback, device=settings.device)
+            reranker = registry.get(fallback, device=settings.device)
         except MMEmbedError as fallback_exc:
             raise MMEmbedError(f"{exc}; the offline fallback '{fallback}' failed too: {fallback_exc}") from exc
     if note:
