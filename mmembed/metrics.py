@@ -51,33 +51,22 @@ class EvalReport:
     query_counts: dict[str, int] = field(default_factory=dict)
     wrong_modality: dict[str, dict[int, float]] = field(default_factory=dict)
     wrong_ks: tuple[int, ...] = WRONG_MODALITY_KS
-    # the same figures after reranking the first stage's top `rerank_depth` with `reranker` (None: not asked)
-    reranked: EvalReport | None = None
-    reranker: str | None = None
-    rerank_depth: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The figures; with a reranker they stay the first stage's and `reranked` (the same keys) and
-        `reranker` (its name and depth) are added."""
-        data: dict[str, Any] = {
+        return {
             "mode": self.mode,
             "recall": {task: {f"R@{k}": round(v, 4) for k, v in by_k.items()} for task, by_k in self.recall.items()},
             "queries": self.query_counts,
             "wrong_modality_rate": {t: {f"@{k}": round(v, 4) for k, v in by_k.items()}
                                     for t, by_k in self.wrong_modality.items()},
         }
-        if self.reranked is not None:
-            data["reranked"] = self.reranked.to_dict()
-            data["reranker"] = {"name": self.reranker, "depth": self.rerank_depth}
-        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def to_markdown(self) -> str:
-        """One table for Recall@k, one for the wrong-modality rate; with a reranker each cell reads
-        "first stage → reranked"."""
-        after = self.reranked
+    def to_markdown(self, after: EvalReport | None = None) -> str:
+        """One table for Recall@k, one for the wrong-modality rate; given `after` (the same queries after
+        reranking), each cell reads "first stage → reranked"."""
 
         def cell(value: float, other: float | None, fmt: str) -> str:
             return fmt.format(value) if other is None else f"{fmt.format(value)} → {fmt.format(other)}"

@@ -95,3 +95,26 @@ class FakeReranker:
         if progress is not None:
             progress(len(items), len(items), "reranking")
         return scores
+
+
+class DebiasedKeywordEmbedder(KeywordEmbedder):
+    """The same fake without the text-ness term on the query side: text candidates lose their edge, so an
+    image with the query's keyword ranks first even when text was asked for ("dog" -> the dog image)."""
+
+    def embed_query(self, query):
+        vector = super().embed_query(query).copy()
+        vector[-1] = 0.0
+        return l2_normalize(vector[None])[0]
+
+    @property
+    def fingerprint(self) -> str:
+        return "debiased-" + super().fingerprint
+
+
+class ModalityReranker:
+    """Scores images 1, image+text 0.5, text 0: the reranked order of any top-n is known in advance."""
+
+    name = "modality-reranker"
+
+    def score(self, query, items, *, progress=None):
+        return [{"image": 1.0, "image,text": 0.5, "text": 0.0}[item.modality.value] for item in items]

@@ -65,42 +65,11 @@ def test_progress_reports_each_query(setup):
     assert [s for s in seen if s[0] == "evaluating"] == [("evaluating", i, 4) for i in range(1, 5)]
 
 
-class TargetFirst:
-    """Scores the target modality 1, anything else 0: reranking moves every right-modality hit up."""
-
-    name = "target-first"
-
-    def __init__(self) -> None:
-        self.sizes: list[int] = []
-
-    def score(self, query, items, *, progress=None):
-        self.sizes.append(len(items))
-        return [1.0 if item.modality is query.target else 0.0 for item in items]
-
-
-def test_reranked_figures_beside_the_first_stage(setup):
+def test_markdown_puts_a_second_stage_beside_the_first(setup):
     retriever, queries = setup
-    reranker = TargetFirst()
-    report = evaluate(retriever, queries, ks=(1, 5), reranker=reranker, rerank_depth=4)
-    assert reranker.sizes == [4, 4, 4, 4]  # each query's first-stage top 4, nothing deeper
-    assert report.recall["overall"] == {1: 0.5, 5: 1.0}  # the first stage's figures are unchanged
-    # q1: i-cat (3rd) moves to 1st; q4: it-apple (2nd) moves above the text t-apple
-    assert report.reranked.recall["t->i"] == {1: 1.0, 5: 1.0}
-    assert report.reranked.recall["t->(i,t)"] == {1: 1.0, 5: 1.0}
-    assert report.reranked.recall["overall"] == {1: 1.0, 5: 1.0}
-    assert report.reranked.wrong_modality["image"][1] == 0.0 and report.wrong_modality["image"][1] == 0.5
-    data = json.loads(report.to_json())
-    assert set(data["reranked"]) == {"mode", "recall", "queries", "wrong_modality_rate"}
-    assert set(data) == {"mode", "recall", "queries", "wrong_modality_rate", "reranked", "reranker"}
-    assert data["recall"]["overall"] == {"R@1": 0.5, "R@5": 1.0}
-    assert data["reranked"]["recall"]["overall"] == {"R@1": 1.0, "R@5": 1.0}
-    assert data["reranker"] == {"name": "target-first", "depth": 4}
-    table = report.to_markdown()
-    assert "| t->i | 2 | 50.0 → 100.0 | 100.0 → 100.0 |" in table
-    assert "| image | 50.0% → 0.0% |" in table
-
-
-def test_rerank_depth_must_be_positive(setup):
-    retriever, queries = setup
-    with pytest.raises(ValueError, match="rerank_depth must be at least 1, got 0"):
-        evaluate(retriever, queries, reranker=TargetFirst(), rerank_depth=0)
+    natural = evaluate(retriever, queries, ks=(1,))
+    filtered = evaluate(retriever, queries, ks=(1,), mode="filtered")
+    table = natural.to_markdown(filtered)
+    assert "| t->i | 2 | 50.0 → 100.0 |" in table and "| overall | 4 | 50.0 → 100.0 |" in table
+    assert "| image | 50.0% → 0.0% | " in table
+    assert natural.to_markdown() == natural.to_markdown(None) and " → " not in natural.to_markdown()

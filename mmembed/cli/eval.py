@@ -1,15 +1,26 @@
 """`python -m mmembed eval`: Recall@k per task type and wrong-modality rates on M-BEIR-format queries.
 
-With `--reranker NAME`, the first stage's top `--rerank-depth` of every query are reranked as well and both
-sets of figures are reported side by side; in `--json` the usual keys stay the first stage's and a
-`reranked` object with the same keys is added (plus `reranker`: its name and depth)."""
+Runs through the workbench (mmembed.workbench), so `--failures` writes the same failure records the page
+shows, and `--compare EMBEDDER` puts a second model's figures beside the first, named. `--reranker NAME`
+reranks every query's first-stage top `--rerank-depth` too: both stages' figures side by side; in `--json`
+the usual keys stay the first stage's and a `reranked` object with the same keys is added.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mmembed.cli._common import add_retrieval_args, build_retriever
+
+if TYPE_CHECKING:
+    from mmembed.embedders.base import Embedder
+    from mmembed.rerankers.base import Reranker
+    from mmembed.retriever import Retriever
+    from mmembed.workbench import WorkbenchReport
+    from mmembed.workbench.report import ModelRun
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,9 +31,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mode", choices=["natural", "filtered"], default="natural")
     parser.add_argument("-k", "--ks", default="1,5,10", help="comma-separated cut-offs (default 1,5,10)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--compare", metavar="EMBEDDER", default=None,
+                        help="also evaluate this embedder on the same queries; both models' figures and their "
+                        "difference are printed, named")
+    parser.add_argument("--failures", type=Path, metavar="FILE", default=None,
+                        help="write one JSON object per failing query and model (qid, task, model, kinds, "
+                        "first-positive rank per stage, rank-1 modality, ids); a FILE ending in .csv gets CSV")
+    parser.add_argument("--failure-k", type=int, default=10, metavar="K",
+                        help="a query whose positives are all missed in the top K is a failure (default 10); "
+                        "so is one whose rank-1 result has the wrong modality")
+    parser.add_argument("--report", type=Path, metavar="FILE", default=None,
+                        help="write the whole workbench report (figures, confusion, failures) as JSON")
     parser.add_argument("--reranker", default=None, metavar="NAME",
-                        help="also rerank each query's top --rerank-depth with this reranker (e.g. the offline "
-                        "mmembed-mini-rerank) and report both stages")
+                        help="also rerank each query's top --rerank-depth with this reranker (offline: "
+                        "mmembed-mini-rerank) and report the first stage and the reranked figures side by side")
     parser.add_argument("--rerank-depth", type=int, default=20, metavar="N",
                         help="first-stage candidates the reranker sees per query (default 20)")
     add_retrieval_args(parser)
@@ -31,34 +53,62 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmembed.config import Settings
-    from mmembed.corpus import load_queries
-    from mmembed.evaluate import evaluate
+    from mmembed.metrics import MetricsAccumulator
     from mmembed.progress import tqdm_progress
+    from mmembed.storage import atomic_write
     from mmembed.types import ValidationError
+    from mmembed.workbench import load_query_set, run_workbench
 
     try:
         ks = tuple(int(k) for k in args.ks.split(",") if k.strip())
-    except ValueError:
-        raise ValidationError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
+        MetricsAccumulator(ks)  # validates the cut-offs with the metrics' own message
+    except ValueError as exc:
+        raise ValidationError(f"--ks must be comma-separated integers (each at least 1), got {args.ks!r}") from exc
+    if args.failure_k < 1:
+        raise ValidationError(f"--failure-k must be a positive integer, got {args.failure_k}")
     if args.rerank_depth < 1:
-        raise ValidationError(f"--rerank-depth must be at least 1, got {args.rerank_depth}")
-    reranker = _load_reranker(args.reranker, args.device) if args.reranker else None  # refused before indexing
-    retriever = build_retriever(args, progress_bar=not args.json)
-    queries = load_queries(args.queries or Settings.from_env().queries, retriever.corpus, image_root=args.image_root)
-    with tqdm_progress(disable=args.json or reranker is None) as progress:
-        report = evaluate(retriever, queries, ks=ks, mode=args.mode, reranker=reranker,
-                          rerank_depth=args.rerank_depth, progress=progress if reranker is not None else None)
+        raise ValidationError(f"--rerank-depth must be a positive integer, got {args.rerank_depth}")
+    reranker = _reranker(args.reranker, args.device) if args.reranker else None  # refused before any indexing
+    # the second embedder is created first (models load lazily), so an unknown name fails before any indexing
+    second = _compare_embedder(args) if args.compare else None
+    retrievers = [build_retriever(args, progress_bar=not args.json)]
+    if second is not None:
+        retrievers.append(_second_retriever(args, second, retrievers[0]))
+    query_set = load_query_set(args.queries or Settings.from_env().queries, retrievers[0].corpus,
+                               image_root=args.image_root)
+    with tqdm_progress(unit="query", disable=args.json) as progress:
+        report = run_workbench(query_set, retrievers, mode=args.mode, k=args.failure_k, ks=ks, progress=progress,
+                               reranker=reranker, depth=args.rerank_depth)
+    if args.failures is not None:
+        text = report.failures_csv() if args.failures.suffix.lower() == ".csv" else report.failures_jsonl()
+        atomic_write(args.failures, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    if args.report is not None:
+        atomic_write(args.report, lambda tmp: tmp.write_text(report.to_json() + "\n", encoding="utf-8"))
     if args.json:
-        print(report.to_json())
+        from mmembed.cli._common import print_json
+
+        print_json(_json_summary(report))
     else:
-        stages = f", reranked by {reranker.name} (top {args.rerank_depth})" if reranker is not None else ""
-        print(f"{len(queries)} queries, {retriever.embedder.name}{stages}, mode {args.mode}\n")
-        print(report.to_markdown())
+        print(_markdown(report))
+    if args.failures is not None:
+        print(f"{len(report.failures())} failure record(s) written to {args.failures}", file=sys.stderr)
     return 0
 
 
-def _load_reranker(name: str, device: str | None):
-    """The reranker `name`, refused up front (one line, no model load) when it cannot run here."""
+def _compare_embedder(args: argparse.Namespace) -> Embedder:
+    """The --compare embedder. No offline fallback here: comparing a model with the fallback that replaced it
+    would print a comparison that is not the one asked for."""
+    from mmembed.config import Settings
+    from mmembed.embedders import EMBEDDERS
+    from mmembed.retriever import embedder_options
+
+    settings = Settings.from_env(device=args.device)
+    return EMBEDDERS.get(args.compare, **embedder_options(settings, args.compare))
+
+
+def _reranker(name: str, device: str | None) -> Reranker:
+    """The reranker `name`, refused up front (one line, no model load) when it cannot run here. No offline
+    fallback: figures for another reranker than the one asked for would be misleading."""
     from mmembed.config import Settings
     from mmembed.registry import BackendUnavailableError
     from mmembed.rerankers import RERANKERS
@@ -66,6 +116,65 @@ def _load_reranker(name: str, device: str | None):
     settings = Settings.from_env(device=device)
     reason = RERANKERS.unavailable_reason(name, device=settings.device)  # unknown names raise with the known ones
     if reason is not None:
-        raise BackendUnavailableError(f"reranker '{name}' can't run here: {reason} "
-                                      f"(python -m mmembed prefetch --reranker {name}; offline: mmembed-mini-rerank)")
+        raise BackendUnavailableError(f"reranker '{name}' can't run here: {reason} (python -m mmembed prefetch "
+                                      f"--reranker {name}; offline, use mmembed-mini-rerank)")
     return RERANKERS.get(name, device=settings.device)
+
+
+def _second_retriever(args: argparse.Namespace, embedder: Embedder, first: Retriever) -> Retriever:
+    """The --compare embedder over the first one's corpus, cache folder and index type."""
+    from mmembed.progress import tqdm_progress
+    from mmembed.retriever import Retriever
+
+    retriever = Retriever(first.corpus, embedder, cache_dir=first.cache_dir, index_type=first.index_type)
+    with tqdm_progress(disable=args.json) as progress:
+        retriever.ensure_index(progress)
+    return retriever
+
+
+def _json_summary(report: WorkbenchReport) -> dict[str, Any]:
+    """The first model's figures under the keys `eval --json` always had, plus its name, the failure count
+    and, with --compare, a `compare` object with the same keys for the second model and the difference."""
+    first, *rest = report.models
+    data: dict[str, Any] = {**first.stages["first"].to_dict(), "embedder": first.name,
+                            "failures": len(_failed(first, "first"))}
+    if "reranked" in first.stages:
+        data["reranked"] = {**first.stages["reranked"].to_dict(), "embedder": first.name,
+                            "failures": len(_failed(first, "reranked"))}
+        data["reranker"] = {"name": report.reranker, "depth": report.depth}
+    if rest:
+        second = rest[0]
+        difference = report.to_dict()["difference"]["first"]
+        data["compare"] = {**second.stages["first"].to_dict(), "embedder": second.name,
+                           "failures": len(second.failures), "recall_difference": difference,
+                           "difference_is": f"{second.name} minus {first.name}"}
+    return data
+
+
+def _failed(run: ModelRun, stage: str) -> list:
+    """The run's failure records that failed at `stage` ("first" or "reranked")."""
+    return [record for record in run.failures if stage in record.stages and record.stages[stage].kinds]
+
+
+def _markdown(report: WorkbenchReport) -> str:
+    parts = []
+    for run in report.models:
+        reranked = run.stages.get("reranked")
+        if reranked is None:
+            head, failed = f"{report.queries} queries, {run.name}, mode {report.mode}\n", f"{len(run.failures)}"
+        else:
+            head = (f"{report.queries} queries, {run.name}, mode {report.mode}; each cell: first stage → "
+                    f"reranked by {report.reranker} (top {report.depth})\n")
+            failed = f"{len(_failed(run, 'first'))} → {len(_failed(run, 'reranked'))}"
+        parts += [head, run.stages["first"].to_markdown(reranked),
+                  f"\nfailures (missed in the top {report.k} or wrong modality at rank 1): {failed}\n"]
+    difference = report.difference()
+    if difference is not None:
+        second, first = report.models[1].name, report.models[0].name
+        ks = report.models[0].stages["first"].ks
+        parts.append(f"difference in recall, {second} minus {first} (points)\n")
+        parts.append("| task | " + " | ".join(f"ΔR@{k}" for k in ks) + " |")
+        parts.append("|" + "---|" * (1 + len(ks)))
+        for task, by_k in difference["first"].items():
+            parts.append(f"| {task} | " + " | ".join(f"{100 * by_k[k]:+.1f}" for k in ks) + " |")
+    return "\n".join(parts).rstrip()

@@ -200,8 +200,8 @@ def save_model_dir(model, config: RerankConfig, out: Path, info: dict[str, Any] 
     import torch
     from safetensors.torch import save_file
 
-    from mmembed.storage import atomic_write, atomic_write_json
     from mmembed.models.mini import weights_fingerprint
+    from mmembed.storage import atomic_write, atomic_write_json
 
     store = {"float16": torch.float16, "float32": torch.float32}[dtype]
     state = {k: (v.to(store) if v.is_floating_point() else v) for k, v in trained_state(model).items()}

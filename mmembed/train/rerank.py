@@ -77,13 +77,13 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
     import torch
     from safetensors.numpy import save_file
 
+    from mmembed.models.mini import MODALITY_INDEX as MINI_MODALITY
+    from mmembed.models.mini import load_model_dir, weights_fingerprint
     from mmembed.models.mini_rerank import FrozenBottom, build_model
+    from mmembed.models.minilm import query_text, text_tower_dir, text_tower_version
     from mmembed.storage import atomic_write, atomic_write_json
     from mmembed.train.data import load_training_set
     from mmembed.train.mining import top_n_indices
-    from mmembed.models.mini import MODALITY_INDEX as MINI_MODALITY
-    from mmembed.models.mini import load_model_dir, weights_fingerprint
-    from mmembed.models.minilm import query_text, text_tower_dir, text_tower_version
 
     config = config or RerankConfig()
     config.text_tower_version = text_tower_version()
@@ -363,8 +363,8 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
     import torch
     from safetensors.numpy import load_file
 
-    from mmembed.models.mini_rerank import FrozenBottom, build_model, save_model_dir
     from mmembed.models.mini import load_model_dir as load_mini
+    from mmembed.models.mini_rerank import FrozenBottom, build_model, save_model_dir
     from mmembed.models.minilm import text_tower_dir
 
     meta = json.loads((features / META_NAME).read_text())

@@ -1,0 +1,158 @@
+"""HTML for the Evaluate tab: the summary tables, the modality-confusion chart and the failure list.
+
+Pure functions of a `WorkbenchReport` (and the corpus, for the thumbnails of the failure rows); every
+corpus or user string is escaped. A failure row carries `data-qid`/`data-model`, which the page's click
+script turns into "open this query in the Search tab".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mmembed.types import Modality
+from mmembed.ui.plot import COLORS
+from mmembed.ui.render import esc, modality_badge, thumbnail_data_uri
+
+if TYPE_CHECKING:
+    from mmembed.corpus import Corpus
+    from mmembed.workbench import FailureRecord, WorkbenchReport
+
+STAGE_TITLES = {"first": "first stage", "reranked": "after reranking"}
+MAX_FAILURE_ROWS = 200  # the page lists the worst 200; the CSV export has them all
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _delta(value: float) -> str:
+    kind = "up" if value > 1e-9 else "down" if value < -1e-9 else "same"
+    return f'<td class="mm-delta mm-delta-{kind}">{100 * value:+.1f}</td>'
+
+
+def render_summary(report: WorkbenchReport | None) -> str:
+    """Per-task Recall@1/5/10 of each model (and their difference), then wrong-modality @1/@5 per target."""
+    if report is None:
+        return '<div class="mm-wb-summary mm-muted" id="wb-summary">Run an evaluation to see the figures.</div>'
+    names = [run.name for run in report.models]
+    parts = [f'<div class="mm-wb-summary" id="wb-summary"><div class="mm-wb-head">{report.queries} queries from '
+             f'<code>{esc(report.query_set)}</code>, mode {esc(report.mode)}'
+             + (f", reranked by <code>{esc(report.reranker)}</code> (top {report.depth})" if report.reranker else "")
+             + "</div>"]
+    difference = report.difference()
+    for stage in report.stages:
+        first = report.models[0].stages[stage]
+        ks = first.ks
+        head = "".join(f'<th colspan="{len(ks)}">{esc(name)}</th>' for name in names)
+        head += f'<th colspan="{len(ks)}">Δ ({esc(names[1])} − {esc(names[0])})</th>' if difference else ""
+        sub = "".join(f"<th>R@{k}</th>" for _ in range(len(names) + bool(difference)) for k in ks)
+        rows = []
+        for task, count in first.query_counts.items():
+            cells = "".join(f"<td>{_pct(run.stages[stage].recall.get(task, {}).get(k))}</td>"
+                            for run in report.models for k in ks)
+            if difference:
+                cells += "".join(_delta(difference[stage].get(task, {}).get(k, 0.0)) for k in ks)
+            css = ' class="mm-wb-overall"' if task == "overall" else ""
+            rows.append(f"<tr{css}><td>{esc(task)}</td><td>{count}</td>{cells}</tr>")
+        parts.append(f'<table class="mm-wb-table" data-stage="{stage}"><caption>Recall, {STAGE_TITLES[stage]} '
+                     f'(%)</caption><thead><tr><th rowspan="2">task</th><th rowspan="2">n</th>{head}</tr>'
+                     f'<tr>{sub}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+        wrong_ks = first.wrong_ks
+        head = "".join(f'<th colspan="{len(wrong_ks)}">{esc(name)}</th>' for name in names)
+        sub = "".join(f"<th>@{k}</th>" for _ in names for k in wrong_ks)
+        rows = []
+        for target in first.wrong_modality:
+            cells = "".join(f"<td>{_pct(run.stages[stage].wrong_modality.get(target, {}).get(k))}</td>"
+                            for run in report.models for k in wrong_ks)
+            rows.append(f"<tr><td>{esc(target)}</td>{cells}</tr>")
+        parts.append(f'<table class="mm-wb-table mm-wb-wrong" data-stage="{stage}"><caption>Wrong-modality rate, '
+                     f'{STAGE_TITLES[stage]} (%)</caption><thead><tr><th rowspan="2">target</th>{head}</tr>'
+                     f'<tr>{sub}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def render_confusion(report: WorkbenchReport | None) -> str:
+    """Requested (rows) x retrieved (columns) modality, as shares of the rank-1 results and of the top 5, one
+    small heat grid per model and stage: the paper's bias picture for this corpus at a glance."""
+    if report is None:
+        return '<div class="mm-wb-confusion mm-muted" id="wb-confusion">The modality confusion appears here.</div>'
+    labels = [m.label for m in Modality]
+    grids = []
+    for run in report.models:
+        for stage in report.stages:
+            for k, by_target in run.confusion[stage].items():
+                head = "".join(f'<th><i style="background:{COLORS[label]}"></i>{esc(label)}</th>' for label in labels)
+                rows = []
+                for target, counts in by_target.items():
+                    total = sum(counts.values()) or 1
+                    cells = []
+                    for label in labels:
+                        share = counts.get(label, 0) / total
+                        colour = COLORS[label]
+                        alpha = int(40 + 215 * share)
+                        right = " mm-wb-right" if label == target else ""
+                        cells.append(f'<td class="mm-wb-cell{right}" data-share="{share:.3f}" '
+                                     f'style="background:{colour}{alpha:02x}">{100 * share:.0f}%</td>')
+                    rows.append(f"<tr><th>{esc(target)}</th>{''.join(cells)}</tr>")
+                where = "rank 1" if k == 1 else f"top {k}"
+                grids.append(f'<table class="mm-wb-grid" data-model="{esc(run.name)}" data-stage="{stage}" '
+                             f'data-k="{k}"><caption>{esc(run.name)} · {STAGE_TITLES[stage]} · {where}</caption>'
+                             f'<thead><tr><th>asked ↓ / got →</th>{head}</tr></thead>'
+                             f'<tbody>{"".join(rows)}</tbody></table>')
+    return (f'<div class="mm-wb-confusion" id="wb-confusion"><div class="mm-chart-title">Modality confusion: '
+            f'what was asked for (rows) and what came back (columns)</div>{"".join(grids)}</div>')
+
+
+def _thumb(corpus: Corpus, root: Path | None, item_id: str | None, *, caption: str) -> str:
+    if item_id is None:
+        return f'<div class="mm-wb-thumb mm-muted"><span>{esc(caption)}</span><em>none in the top 100</em></div>'
+    item = corpus[item_id]
+    picture = ""
+    if item.image is not None and isinstance(item.image, (str, Path)):
+        uri = thumbnail_data_uri(str(item.image))
+        picture = f'<img src="{uri}" alt="{esc(item_id)}">' if uri else ""
+    text = f"<em>{esc((item.text or '')[:80])}</em>" if item.text else ""
+    return (f'<div class="mm-wb-thumb" data-id="{esc(item_id)}"><span>{esc(caption)}</span>{picture}'
+            f'{modality_badge(item.modality.value)}<code>{esc(item_id)}</code>{text}</div>')
+
+
+def _query_cell(failure: FailureRecord, root: Path | None) -> str:
+    picture = ""
+    if failure.query_image and root is not None:
+        uri = thumbnail_data_uri(str(Path(root) / failure.query_image))
+        picture = f'<img src="{uri}" alt="query image">' if uri else ""
+    text = f"<em>{esc(failure.query_text)}</em>" if failure.query_text else ""
+    return (f'<div class="mm-wb-thumb mm-wb-query"><span>{esc(failure.qid)} · {esc(failure.task)}</span>'
+            f'{picture}{text}<b>→ {esc(failure.target or "any")}</b></div>')
+
+
+def render_failures(report: WorkbenchReport | None, corpus: Corpus | None, failures: Sequence[FailureRecord],
+                    ) -> str:
+    """The (filtered, sorted) failures as rows: query, first wrong result, first positive, ranks per stage."""
+    if report is None or corpus is None:
+        return '<div class="mm-wb-failures mm-muted" id="wb-failures">Failures appear here after a run.</div>'
+    if not failures:
+        return '<div class="mm-wb-failures mm-muted" id="wb-failures">No failure matches these filters.</div>'
+    root = corpus.root
+    rows = []
+    for failure in failures[:MAX_FAILURE_ROWS]:
+        final = failure.final
+        ranks = " · ".join(f"{STAGE_TITLES[stage]}: "
+                           + (f"#{outcome.first_positive_rank}" if outcome.first_positive_rank else "not in top 100")
+                           for stage, outcome in failure.stages.items())
+        kinds = "".join(f'<span class="mm-wb-kind mm-wb-kind-{esc(kind)}">{esc(kind)}</span>'
+                        for kind in failure.kinds)
+        rows.append(
+            f'<div class="mm-wb-row" data-qid="{esc(failure.qid)}" data-model="{esc(failure.model)}" '
+            f'title="open in the Search tab">'
+            f'<div class="mm-wb-rowhead"><b>{esc(failure.model)}</b>{kinds}<span>first positive: {esc(ranks)}</span>'
+            f'</div><div class="mm-wb-thumbs">{_query_cell(failure, root)}'
+            f'{_thumb(corpus, root, final.first_wrong_id, caption="first wrong result")}'
+            f'{_thumb(corpus, root, final.first_positive_id, caption="first positive")}</div></div>')
+    more = len(failures) - MAX_FAILURE_ROWS
+    tail = (f'<div class="mm-muted">… and {more} more (all of them are in the CSV export)</div>' if more > 0 else "")
+    return (f'<div class="mm-wb-failures" id="wb-failures"><div class="mm-wb-head">{len(failures)} failure(s), '
+            f'worst first — click one to open it in the Search tab</div>{"".join(rows)}{tail}</div>')
