@@ -91,6 +91,12 @@ def test_training_writes_a_loadable_fp16_model_with_its_manifest(trained):
     assert training["steps"] == 3
     assert training["selection"].startswith("best R@1 after reranking")
     assert training["first_stage_val"]["queries"] == 6  # black and purple: 3 val queries each
+    selection = config["fusion_selection"]  # the default first-stage weight, chosen on the val split
+    assert selection["split"] == "training set val" and config["fusion_weight"] in {0.0, 0.25, 0.5, 0.75, 0.8,
+                                                                                    0.85, 0.9, 0.95}
+    best = selection["by_weight"][str(config["fusion_weight"])]["R@1"]
+    assert best == max(m["R@1"] for m in selection["by_weight"].values())
+    assert MiniReranker(model_dir=trained["model"]).fusion_weight == config["fusion_weight"]
     from safetensors import safe_open
 
     with safe_open(str(trained["model"] / "model.safetensors"), "pt") as handle:
@@ -206,3 +212,42 @@ def test_serving_never_imports_training_code(trained, tower_dir):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout.strip().splitlines()
     assert len(json.loads(out[0])) == 2 and out[-1] == "[]"
+
+
+# ------------------------------------------------------------------------------------------ the shipped model
+SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "mmembed-mini-rerank"
+
+
+def test_all_shipped_models_fit_the_budget_and_the_reranker_says_how_it_was_trained():
+    assets = SHIPPED.parent
+    total = sum(path.stat().st_size for path in assets.glob("*/model.safetensors"))
+    assert total <= 50 * 2**20, f"shipped models take {total / 2**20:.1f} MB (budget 50 MB)"
+    config = json.loads((SHIPPED / "config.json").read_text())
+    assert config["model_type"] == "mmembed-mini-rerank" and config["weights_dtype"] == "float16"
+    assert config["frozen_layers"] + config["joint_layers"] == 6  # all-MiniLM-L6-v2's six layers
+    training = config["training"]
+    assert training["selection"].startswith("best R@1 after reranking the first stage's top-depth on the "
+                                            "training set's val split")
+    assert training["recipe"]["depth"] == 20 and training["steps"] > 0
+    assert training["first_stage"]["dir"].endswith("assets/mmembed-mini")
+    assert any(entry["step"] == training["steps"] for entry in training["history"])
+
+
+def test_shipped_reranker_training_data_is_disjoint_from_sample_corpus():
+    from test_train_disjoint import _lines, _require_sample_corpus, _sample_image_hashes, _sample_sources
+
+    _require_sample_corpus()
+    sources, hashes = _lines(SHIPPED / "training_sources.txt"), _lines(SHIPPED / "training_image_hashes.txt")
+    assert len(sources) > 1000 and len(hashes) > 1000
+    assert not sources & _sample_sources()
+    assert not hashes & _sample_image_hashes()
+
+
+def test_shipped_reranker_loads_offline_through_the_registry():
+    RERANKERS.clear()
+    reranker = RERANKERS.get("mmembed-mini-rerank", device="cpu")
+    items = [Item("t", text="A violin is a bowed string instrument with four strings."),
+             Item("t2", text="A rocket engine burns fuel to lift a spacecraft into orbit.")]
+    scores = reranker.score(Query(text="which instrument has four strings and a bow?", target="text"), items)
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[0] > scores[1]

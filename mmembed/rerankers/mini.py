@@ -11,6 +11,7 @@ in-memory LRU cache keyed by the item's id and content, so a corpus item is enco
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 from collections import OrderedDict
@@ -38,6 +39,13 @@ class MiniReranker:
             raise BackendUnavailableError(
                 f"{self.name} weights not found in {self.model_dir}; re-install the project "
                 "(assets/mmembed-mini-rerank/) or train them with: python -m mmembed.train.rerank")
+        try:
+            shipped = json.loads((self.model_dir / "config.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise BackendUnavailableError(f"{self.model_dir / 'config.json'} is not valid JSON ({exc})") from exc
+        # How much of the first-stage score `rerank` mixes in by default: chosen on the training set's
+        # validation split when the model was trained (see its config.json), never on evaluation queries.
+        self.fusion_weight = float(shipped.get("fusion_weight", 0.0))
         self._loaded: tuple | None = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, Any] = OrderedDict()

@@ -29,7 +29,8 @@ from mmembed.models.mini_rerank import MODALITY_INDEX, RerankConfig
 from mmembed.types import Modality, ValidationError
 
 FEATURES_NAME = "features.safetensors"
-FUSION_WEIGHTS = (0.25, 0.5)  # first-stage weights tried at validation (reported; the shipped default is 0)
+# first-stage weights tried on the validation split; the best (ties: the smaller) ships as the default
+FUSION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95)
 META_NAME = "features.json"
 
 
@@ -401,7 +402,7 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
         scores = score_rows(model, batcher, arrays, val_rows, config.depth)
         reranked = _metrics(arrays, val_rows, rank_by_scores(arrays, val_rows, scores))
         fused = {str(w): _metrics(arrays, val_rows, rank_by_scores(arrays, val_rows, scores, w))
-                 for w in FUSION_WEIGHTS}
+                 for w in FUSION_WEIGHTS if w > 0}
         entry = {"step": step, "minutes": round((time.time() - started) / 60, 1), "val": reranked,
                  "val_fused": fused, "loss": round(float(np.mean(losses[-50:])), 4) if losses else None}
         history.append(entry)
@@ -446,7 +447,8 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
     shipped["training"] = {**_manifest(meta, config, best["step"], history, first), "steps_run": step,
                            "seconds": round(time.time() - started, 1)}
     atomic_write_json(out / "config.json", shipped)
-    return {"best": best, "history": history, "first_stage": first}
+    selection = select_fusion_weight(features, out, config.depth, log=log)
+    return {"best": best, "history": history, "first_stage": first, "fusion": selection}
 
 
 def _manifest(meta: dict[str, Any], config: TrainConfig, step: int, history: list, first: dict) -> dict[str, Any]:
@@ -458,6 +460,31 @@ def _manifest(meta: dict[str, Any], config: TrainConfig, step: int, history: lis
         "selection": "best R@1 after reranking the first stage's top-depth on the training set's val split",
         "first_stage_val": first, "history": list(history),
     }
+
+
+def select_fusion_weight(features: Path, model_dir: Path, depth: int = 20,
+                         log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Score the validation split once with the model in `model_dir`, rank with each of FUSION_WEIGHTS, and
+    write the best weight (R@1, then lower wrong-modality@1, then the smaller weight) into its config.json
+    as `fusion_weight`, with the whole table under `fusion_selection`. Evaluation queries are never used."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from mmembed.models.mini_rerank import load_model_dir
+    from mmembed.storage import atomic_write_json
+
+    arrays = load_file(str(features / FEATURES_NAME))
+    model, config, raw = load_model_dir(model_dir)
+    val = np.flatnonzero(arrays["is_val"])
+    scores = score_rows(model, Batcher(arrays, config), arrays, val, depth)
+    table = {str(w): _metrics(arrays, val, rank_by_scores(arrays, val, scores, w)) for w in FUSION_WEIGHTS}
+    first = _metrics(arrays, val, arrays["ranking"][val, :depth])
+    best = max(FUSION_WEIGHTS, key=lambda w: (table[str(w)]["R@1"], -table[str(w)]["wrong_modality@1"], -w))
+    raw["fusion_weight"] = best
+    raw["fusion_selection"] = {"split": "training set val", "depth": depth, "first_stage": first, "by_weight": table}
+    atomic_write_json(model_dir / "config.json", raw)
+    log(f"fusion weight {best}: {table[str(best)]} (first stage {first})")
+    return raw["fusion_selection"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -476,8 +503,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--out", type=Path, default=Path("assets/mmembed-mini-rerank"))
     for name, value in asdict(TrainConfig()).items():
         t.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    f = sub.add_parser("fusion", help="choose the shipped first-stage fusion weight on the validation split")
+    f.add_argument("--features", type=Path, default=Path("build/rerank"))
+    f.add_argument("--model", type=Path, default=Path("assets/mmembed-mini-rerank"))
+    f.add_argument("--depth", type=int, default=20)
     args = parser.parse_args(argv)
-    if args.command == "prepare":
+    if args.command == "fusion":
+        select_fusion_weight(args.features, args.model, args.depth)
+    elif args.command == "prepare":
         prepare(args.data, args.retriever, args.out, top_n=args.top_n, max_train=args.max_train,
                 max_val=args.max_val, seed=args.seed)
     else:
