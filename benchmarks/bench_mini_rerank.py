@@ -33,8 +33,8 @@ def run(*, smoke: bool = False, threads: int = 2, max_queries: int | None = None
     from mmembed.config import Settings
     from mmembed.corpus import load_corpus, load_queries
     from mmembed.embedders import EMBEDDERS
-    from mmembed.retriever import Retriever
     from mmembed.rerankers import RERANKERS
+    from mmembed.retriever import Retriever
 
     torch.set_num_threads(threads)
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -72,8 +72,8 @@ def run(*, smoke: bool = False, threads: int = 2, max_queries: int | None = None
 
     p50 = ms(warm, 50)
     return {
-        "benchmark": f"top-{DEPTH} reranking with mmembed-mini-rerank (MiniLM cross-encoder), mmembed-mini first stage, "
-                     "sample corpus, CPU",
+        "benchmark": f"top-{DEPTH} reranking with mmembed-mini-rerank (MiniLM cross-encoder), mmembed-mini first "
+                     "stage, sample corpus, CPU",
         "smoke": smoke,
         "queries": len(queries),
         "candidates_per_query": DEPTH,
