@@ -25,17 +25,19 @@ def _default_registry() -> Registry[Reranker]:
     return RERANKERS
 
 
-def choose_reranker(settings: Settings, name: str | None = None,
-                    registry: Registry[Reranker] | None = None) -> tuple[str, str | None]:
+def choose_reranker(settings: Settings, name: str | None = None, registry: Registry[Reranker] | None = None,
+                    *, device: str | None = None) -> tuple[str, str | None]:
     """(the reranker to use, why it is not `name`) without loading anything: `name` (default
     settings.reranker) when it can run here, else settings.fallback_reranker when that one can (the
-    offline fallback must itself be usable). An unknown name raises with the known ones."""
+    offline fallback must itself be usable). An unknown name raises with the known ones. `device`
+    overrides settings.device for the check (the page passes "cuda" while it is built, to skip torch)."""
     registry = registry or _default_registry()
+    device = device or settings.device
     wanted = name or settings.reranker
-    reason = registry.unavailable_reason(wanted, device=settings.device)  # unknown name: UnknownBackendError
+    reason = registry.unavailable_reason(wanted, device=device)  # unknown name: UnknownBackendError
     fallback = settings.fallback_reranker
     if (reason is None or not fallback or fallback == wanted or fallback not in registry.names()
-            or registry.unavailable_reason(fallback, device=settings.device) is not None):
+            or registry.unavailable_reason(fallback, device=device) is not None):
         return wanted, None
     return fallback, fallback_note(wanted, reason, fallback)
 
