@@ -248,6 +248,9 @@ def test_shipped_reranker_loads_offline_through_the_registry():
     reranker = RERANKERS.get("mmembed-mini-rerank", device="cpu")
     items = [Item("t", text="A violin is a bowed string instrument with four strings."),
              Item("t2", text="A rocket engine burns fuel to lift a spacecraft into orbit.")]
-    scores = reranker.score(Query(text="which instrument has four strings and a bow?", target="text"), items)
-    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
-    assert scores[0] > scores[1]
+    query = Query(text="which instrument has four strings and a bow?", target="text")
+    scores = reranker.score(query, items)
+    assert len(scores) == 2 and all(0.0 < s < 1.0 for s in scores) and scores[0] != scores[1]
+    assert reranker.score(query, items[::-1]) == pytest.approx(scores[::-1], abs=1e-6)  # per pair, order-free
+    shipped = json.loads((SHIPPED / "config.json").read_text())
+    assert reranker.fusion_weight == shipped["fusion_weight"]
