@@ -8,8 +8,8 @@ query of sample_corpus/queries.jsonl (untimed), and mmembed-mini-rerank scores t
   what remains per query is the query's own bottom pass and image, and the joint layers over 20 pairs.
 The machine is shared: the load average is recorded before and after.
 
-    .venv/bin/python benchmarks/bench_rerank.py --mini               # all sample queries, about a minute
-    .venv/bin/python benchmarks/bench_rerank.py --mini --smoke       # 6 queries: checks the script
+    .venv/bin/python -m benchmarks.bench_rerank --mini               # all sample queries
+    .venv/bin/python -m benchmarks.bench_mini_rerank --smoke         # 6 queries: checks the script
 """
 
 from __future__ import annotations
@@ -17,11 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DEPTH = 20
 
