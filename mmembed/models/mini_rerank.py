@@ -44,6 +44,8 @@ class RerankModelError(MMEmbedError):
 
 @dataclass
 class RerankConfig:
+    """The reranker's shape (widths of all-MiniLM-L6-v2, how its six layers split, image tokens, token limits)."""
+
     hidden: int = 384
     heads: int = 12
     intermediate: int = 1536
@@ -94,6 +96,7 @@ def joint_layer_state(bert_layer_state: dict[str, Any]) -> dict[str, Any]:
 
 def build_model(config: RerankConfig):
     """The trainable part as a torch module (built lazily so importing this file does not import torch)."""
+    # long: the joint layer and the model are defined here so that importing this module stays torch-free
     import torch
     from torch import nn
     from torch.nn import functional as F

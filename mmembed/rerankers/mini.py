@@ -28,6 +28,8 @@ DEFAULT_MODEL_DIR = ASSETS_DIR / "mmembed-mini-rerank"
 
 
 class MiniReranker:
+    """The shipped offline cross-encoder as a `Reranker`: scores (query, candidate) pairs, caches corpus items."""
+
     def __init__(self, info: BackendInfo | None = None, model_dir: str | Path | None = None, device: str = "auto",
                  text_tower_dir: str | Path | None = None, cache_items: int = 4096) -> None:
         self.info = info

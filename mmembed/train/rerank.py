@@ -14,6 +14,7 @@ Two steps, each resumable on its own, both on CPU:
 
 from __future__ import annotations
 
+# long: preparation, training and fusion selection of one model share their array layout; split after issue 11
 import argparse
 import json
 import math
@@ -74,6 +75,7 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
             tower_dir: Path | None = None) -> dict[str, Any]:
     """Write the frozen features to `out` (see the module docstring); `tower_dir` overrides the installed
     text tower (tests pass a tiny one)."""
+    # long: one pass over every frozen input, in the order the packed arrays need; split after issue 11
     import numpy as np
     import torch
     from safetensors.numpy import save_file
@@ -248,6 +250,8 @@ def _metrics(arrays: dict[str, Any], rows, ranked) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------ training
 @dataclass
 class TrainConfig:
+    """The training recipe: wall-clock budget, lists per step, list size, depth, learning rates, validation."""
+
     minutes: float = 25.0
     batch_queries: int = 8
     list_size: int = 8  # 1 positive + 7 first-stage negatives
@@ -360,6 +364,7 @@ def _sample_list(rng, arrays, row: int, list_size: int, depth: int) -> list[int]
 def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str], None] = _log,
           tower_dir: Path | None = None) -> dict[str, Any]:
     """Train for `config.minutes` of wall clock; write the best validation checkpoint to `out`."""
+    # long: the loop, its validation and checkpointing share state; split after issue 11
     import numpy as np
     import torch
     from safetensors.numpy import load_file
