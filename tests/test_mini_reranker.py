@@ -109,14 +109,14 @@ def test_serving_scores_equal_training_scores(trained, tower_dir):
     from safetensors.numpy import load_file
 
     from mmembed.models.mini_rerank import load_model_dir
-    from mmembed.train.data import load_pool, load_queries
+    from mmembed.train.data import load_pool, load_training_queries
     from mmembed.train.rerank import Batcher
 
     features = load_file(str(trained["root"] / "features" / "features.safetensors"))
     model, config, _ = load_model_dir(trained["model"])
     batcher = Batcher(features, config)
     pool = load_pool(trained["data"] / "pool.jsonl")
-    queries = load_queries(trained["data"] / "queries.jsonl")
+    queries = load_training_queries(trained["data"] / "queries.jsonl")
     reranker = MiniReranker(model_dir=trained["model"], device="cpu", text_tower_dir=tower_dir)
     for row in (0, 1, 2):  # a text query, an image query, another text query
         q = queries[int(features["query_rows"][row])]
