@@ -7,9 +7,14 @@ Configure with MMEMBED_* environment variables (see mmembed/config.py), e.g. MME
 
 from __future__ import annotations
 
+import logging
 import os
 
 from mmembed.ui import DemoState, build_demo, launch_options
+
+# One line per visitor mistake (logger mmembed.ui); third-party INFO chatter (every HTTP request) stays off.
+logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.getLogger("mmembed").setLevel(logging.INFO)
 
 state = DemoState()
 demo = build_demo(state)  # module-level `demo` so `gradio app.py` reload mode and Spaces find it

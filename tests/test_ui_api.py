@@ -91,11 +91,12 @@ def _status(url: str) -> int:
         return exc.code
 
 
-def test_only_corpus_and_assets_are_served(served):
+def test_only_corpus_images_are_served(served):
     demo, state, tmp = served
     base = demo.local_url.rstrip("/")
     corpus_image = Path(state.corpus["i-cat"].image)
-    assert _status(f"{base}/gradio_api/file={corpus_image}") == 200
+    assert _status(f"{base}/corpus/images/cat.png") == 200
+    assert _status(f"{base}/gradio_api/file={corpus_image}") == 403  # by reference only, not by folder
     secret = tmp / "secret.txt"
     secret.write_text("not for visitors")
     for path in (secret, Path(__file__).resolve(), Path("/etc/passwd")):

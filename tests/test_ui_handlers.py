@@ -49,8 +49,8 @@ def test_first_stage_shows_modality_bias(state):
     assert out["reranked"]["status"] == "off"
     assert "Reranking is off" in out["reranked"]["message"]
     hit = first["hits"][3]
-    assert hit["image"] == "images/cat.png" and hit["image_file"].endswith("images/cat.png")
-    assert hit["image_url"] == "/gradio_api/file=" + hit["image_file"]
+    assert hit["image"] == "images/cat.png" and "image_file" not in hit  # corpus-relative only: no server path
+    assert hit["image_url"] == "/corpus/images/cat.png"
     assert first["hits"][0]["image_url"] is None  # a text has no image
 
 
@@ -134,7 +134,7 @@ def test_details_show_attribution_and_both_stages(state):
     details = h.item_details(state, session, "i-cat")
     assert details["meta"] == {"source": "test:cat", "license": "CC0", "credit": "Test Author"}
     assert details["first_stage"]["rank"] == 4 and details["reranked"]["rank"] == 1
-    assert details["image_path"].endswith("cat.png")
+    assert details["image"] == "images/cat.png" and "image_path" not in details
     html = render_details(details)
     assert "Test Author" in html and "CC0" in html and "#4 · score" in html and "#1 · score" in html
     assert h.result_choices(session)[-1] == ("new #2 i-cat-mat (image)", "i-cat-mat")
@@ -149,11 +149,15 @@ def test_details_show_attribution_and_both_stages(state):
 
 
 def test_export_writes_the_same_json_the_api_returns(state, tmp_path):
+    from mmembed.ui.scratch import Scratch
+
+    scratch = Scratch(tmp_path / "export", 2**20)
     with pytest.raises(h.UserInputError, match="Run a search first"):
-        h.export_json(None)
+        h.export_json(None, scratch)
     request = h.parse_request("cat", None, "image", "natural", 4, "keyword", 6, state=state)
     session = h.second_stage(state, h.first_stage(state, request), "target-aware", True)
-    path = h.export_json(session, tmp_path / "export")
+    path = h.export_json(session, scratch)
+    assert path.parent == scratch.exports
     exported = json.loads(path.read_text(encoding="utf-8"))
     api = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
     assert exported["cached"] is False and api["cached"] is True  # the API call repeats the query: a cache hit
@@ -167,7 +171,7 @@ def test_export_writes_the_same_json_the_api_returns(state, tmp_path):
 
 def test_rendered_columns_escape_text_and_mark_modality(state):
     out = h.search(state, "cat mat", None, "image", "natural", 3, True, "keyword", "target-aware", 6)
-    first = render_column(out["first_stage"], "image", placeholder="-", stage_id="first")
+    first = render_column(out["first_stage"], "image", placeholder="-", stage_id="first", image_file=state.image_file)
     assert "&lt;b&gt;mat&lt;/b&gt; &amp; purred" in first and "<b>mat</b>" not in first
     assert first.count('class="mm-card mm-miss"') == 2 and first.count('class="mm-card mm-match"') == 1
     assert "2/3</b> not image" in first and "(67% wrong modality)" in first
@@ -218,7 +222,7 @@ def test_registry_state_falls_back_to_the_offline_model_and_refuses_unavailable_
         h.parse_request("cat", None, "image", "natural", 5, "mm-embed", state=state)
     with pytest.raises(BackendNotUsable, match="unknown embedder 'nope'"):
         h.parse_request("cat", None, "image", "natural", 5, "nope", state=state)
-    assert state.allowed_paths()[0] == str(tmp_path.resolve())
+    assert state.corpus_root() == tmp_path and state.allowed_paths() == []  # no folder is served whole
 
 
 def test_examples_cover_each_task_type_in_order(tmp_path):

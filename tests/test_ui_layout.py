@@ -6,14 +6,12 @@ so a refactor that drops the webcam, un-chains the reranker or lets two model ca
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from ui_helpers import make_state
 
 gr = pytest.importorskip("gradio")
 
-from mmembed.config import ASSETS_DIR, Settings  # noqa: E402
+from mmembed.config import Settings  # noqa: E402
 from mmembed.ui import DemoState, build_demo, launch_options  # noqa: E402
 from mmembed.ui.layout import MAX_UPLOAD, QUEUE_SIZE  # noqa: E402
 
@@ -95,12 +93,17 @@ def test_api_lists_search_first_and_hides_page_plumbing(built):
     assert "wrong_modality_rate" in doc and "target: image, text or image+text" in doc
 
 
-def test_launch_options_cap_uploads_and_serve_only_corpus_and_assets(built):
+def test_launch_options_cap_uploads_and_serve_only_corpus_images(built, tmp_path):
+    from mmembed.ui.scratch import Scratch
+
     _, state = built
-    options = launch_options(state)
+    options = launch_options(state, Scratch(tmp_path / "scratch", 2**20))
     assert options["max_file_size"] == MAX_UPLOAD == "10mb"
-    assert options["allowed_paths"] == [str(state.corpus_root().resolve()), str(ASSETS_DIR.resolve())]
-    assert Path(options["allowed_paths"][0]).name == "corpus"
+    assert options["allowed_paths"] == []  # no folder is handed to Gradio's file route
+    (route,) = options["app_kwargs"]["routes"]  # the corpus' own images, by corpus-relative path
+    assert route.path == "/corpus/{path:path}"
+    assert len(state.corpus_files()) == 6 and state.corpus_files().resolve("images/cat.png").name == "cat.png"
+    assert state.corpus_files().resolve("corpus.jsonl") is None
 
 
 def test_model_calls_get_the_zero_gpu_decorator_only_when_spaces_is_installed(tmp_path, monkeypatch):

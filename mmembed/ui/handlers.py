@@ -10,25 +10,23 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmembed.progress import ProgressFn, report
-from mmembed.storage import atomic_write_json
 from mmembed.types import Hit, MMEmbedError, Modality, Query, ValidationError
 from mmembed.ui.state import parse_licences
 
 if TYPE_CHECKING:
+    from mmembed.ui.files import CorpusFiles
+    from mmembed.ui.scratch import Scratch
     from mmembed.ui.state import DemoState
 
 MAX_QUERY_CHARS = 2000  # far beyond any model's context; longer input is a paste accident, not a query
 MAX_TOP_K = 50
 SNIPPET_CHARS = 220
-FILE_ROUTE = "/gradio_api/file="  # Gradio's route for the allowed corpus files, relative to the server URL
 TARGETS = {"image": Modality.IMAGE, "text": Modality.TEXT, "image+text": Modality.IMAGE_TEXT}
 MODES = ("natural", "filtered")
 
@@ -71,6 +69,8 @@ def parse_request(text: str | None, image: str | None, target: str, mode: str, t
         raise UserInputError(f"The query text is {len(text):,} characters long; the limit is "
                              f"{MAX_QUERY_CHARS:,}. Shorten it and search again.")
     if image is not None:
+        if not Path(image).is_file():  # removed by the scratch disk cap, or a path that was never uploaded
+            raise UserInputError("The uploaded image is no longer on the server; upload it again.")
         try:
             load_image(image)  # decode once, safely: bombs, corrupt, empty and odd modes are caught here
         except ImageLoadError as exc:
@@ -102,16 +102,11 @@ def _json_float(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def hit_record(hit: Hit, target: Modality, corpus_root: Path | None) -> dict[str, Any]:
+def hit_record(hit: Hit, target: Modality, files: CorpusFiles | None) -> dict[str, Any]:
+    """One hit as the page, the API and the export show it: the image as a corpus-relative path and URL only
+    (no server path: the URL is fetched from the server's own address)."""
     item = hit.item
     text = item.text or ""
-    image_file = str(item.image) if isinstance(item.image, (str, Path)) else None
-    image_rel = None
-    if image_file is not None:
-        try:
-            image_rel = str(Path(image_file).relative_to(corpus_root)) if corpus_root else image_file
-        except ValueError:
-            image_rel = image_file
     return {
         "rank": hit.rank,
         "id": item.id,
@@ -120,10 +115,8 @@ def hit_record(hit: Hit, target: Modality, corpus_root: Path | None) -> dict[str
         "score": round(float(hit.score), 6),
         "matches_target": item.modality is target,
         "text": text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…",
-        "image": image_rel,
-        "image_file": image_file,
-        # fetchable by API clients: server URL + this (the corpus folder is in allowed_paths)
-        "image_url": FILE_ROUTE + image_file if image_file else None,
+        "image": files.public_path(item) if files is not None else None,
+        "image_url": files.url(item) if files is not None else None,
     }
 
 
@@ -141,9 +134,9 @@ def mix_records(hits: list[Hit], state: DemoState) -> list[dict[str, Any]]:
 def stage_record(hits: list[Hit], request_target: Modality, state: DemoState, **extra: Any) -> dict[str, Any]:
     from mmembed.bias import wrong_modality_rate
 
-    root = state.corpus.root
+    files = state.corpus_files()
     return {
-        "hits": [hit_record(hit, request_target, root) for hit in hits],
+        "hits": [hit_record(hit, request_target, files) for hit in hits],
         "modality_mix": mix_records(hits, state),
         "wrong_modality_rate": wrong_modality_rate(hits, request_target),
         **extra,
@@ -176,7 +169,7 @@ def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn |
         # the stored timings belong to the first run; this answer took only the lookup
         payload = {**cached["payload"], "cached": True,
                    "timings_ms": {"first_stage": round((time.perf_counter() - loading) * 1000, 1)}}
-        return {**cached, "payload": payload, "query_image": request.image}
+        return _own(request, {**cached, "payload": payload})
     retriever, note = state.retriever(request.embedder, progress)  # slow only the first time (model + index)
     note = note or state.embedder_note(request.embedder)
     started = time.perf_counter()
@@ -189,7 +182,7 @@ def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn |
     payload = {
         "query": {
             "text": request.text,
-            "image": Path(request.image).name if request.image else None,
+            "image": None,  # the visitor's own file name is added by _own(), never cached
             "modality": query.modality.value,
             "modality_label": query.modality.label,
             "target": request.target.value,
@@ -212,7 +205,19 @@ def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn |
     }
     session = {"payload": payload, "candidates": [[hit.item.id, hit.score] for hit in result.hits]}
     state.results.put(("first", *request.cache_key()), session)
-    return {**session, "query_image": request.image}
+    return _own(request, session)
+
+
+def _own(request: SearchRequest, shared: dict[str, Any]) -> dict[str, Any]:
+    """This visitor's session from a shareable one: only now does their upload (path and name) go in.
+
+    Cached results are shared by everyone who asks the same thing (the same text, the same image bytes);
+    anything a visitor supplied beyond that, such as the upload's file name, must not reach the next one.
+    """
+    payload = shared["payload"]
+    name = Path(request.image).name if request.image else None
+    return {**shared, "payload": {**payload, "query": {**payload["query"], "image": name}},
+            "query_image": request.image}
 
 
 def second_stage(state: DemoState, session: dict[str, Any], reranker_name: str | None, enabled: bool,
@@ -247,13 +252,16 @@ def second_stage(state: DemoState, session: dict[str, Any], reranker_name: str |
     if choices[reranker_name].reason:
         return finish("unavailable", f"Reranker '{reranker_name}' is unavailable here: {choices[reranker_name].reason}"
                       f" (python -m mmembed prefetch --reranker {reranker_name}). The first stage is unaffected.")
-    cache_key = ("rerank", reranker_name, json.dumps(query_info, sort_keys=True), payload["embedder"]["name"],
+    # The key holds what decides the result (the upload by its bytes, not its name) and the cached payload
+    # holds nothing the visitor supplied beyond that; their own query block goes back in on the way out.
+    shared_query = {key: value for key, value in query_info.items() if key != "image"}
+    cache_key = ("rerank", reranker_name, json.dumps(shared_query, sort_keys=True), payload["embedder"]["name"],
                  session.get("query_image") and _file_digest(session["query_image"]))
     started = time.perf_counter()
     cached = state.results.get(cache_key)
     if cached is not None:
         timings = {**payload["timings_ms"], "rerank": round((time.perf_counter() - started) * 1000, 1)}
-        return {**session, "payload": {**cached, "cached": True, "timings_ms": timings}}
+        return {**session, "payload": {**cached, "query": query_info, "cached": True, "timings_ms": timings}}
     try:
         from mmembed.rerankers.base import rerank
 
@@ -269,7 +277,7 @@ def second_stage(state: DemoState, session: dict[str, Any], reranker_name: str |
         return finish("error", f"Reranker '{reranker_name}' could not run: {exc}. The first stage is unaffected.")
     done = finish("done", None, reranked[: query_info["top_k"]],
                   rerank=round((time.perf_counter() - started) * 1000, 1))
-    state.results.put(cache_key, done["payload"])
+    state.results.put(cache_key, {**done["payload"], "query": {**query_info, "image": None}})
     return done
 
 
@@ -325,7 +333,7 @@ def item_details(state: DemoState, session: dict[str, Any] | None, item_id: str 
         "id": item.id,
         "modality": item.modality.value,
         "text": item.text,
-        "image_path": str(item.image) if isinstance(item.image, (str, Path)) else None,
+        "image": state.corpus_files().public_path(item),  # corpus-relative: no server path leaves the server
         "meta": meta,
         "license_name": state.licences().get(str(licence)) if licence is not None else None,
         "first_stage": stage("first_stage"),
@@ -352,32 +360,14 @@ def pick_backend(state: DemoState, kind: str, name: str | None, previous: str | 
     return previous, f"{message} Staying with '{previous}'." if previous else message
 
 
-EXPORT_MAX_AGE_S = 3600
+def export_json(session: dict[str, Any] | None, scratch: Scratch) -> Path:
+    """Write the session's payload (what the API returns) to a new JSON file in `scratch`; return its path.
 
-
-def export_json(session: dict[str, Any] | None, folder: Path | None = None) -> Path:
-    """Write the session's payload to a uniquely named JSON file (atomically) and return its path.
-
-    Without `folder`, files go to one per-process temp folder where exports older than an hour are pruned,
-    so a long-running Space does not fill its disk.
+    Called only when a visitor asks for an export: the scratch area's disk cap bounds what they add up to.
     """
-    import uuid
-
     if not session:
         raise UserInputError("Run a search first; there is nothing to export yet.")
-    payload = public_payload(session["payload"])
-    if folder is None:
-        folder = Path(tempfile.gettempdir()) / f"mmembed-exports-{os.getpid()}"
-        folder.mkdir(parents=True, exist_ok=True)
-        cutoff = time.time() - EXPORT_MAX_AGE_S
-        for old in folder.glob("*.json"):
-            if old.stat().st_mtime < cutoff:
-                old.unlink(missing_ok=True)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"mmembed-results-{uuid.uuid4().hex[:12]}.json"
-    atomic_write_json(target, payload, sort_keys=False)
-    return target
+    return scratch.write_export(public_payload(session["payload"]))
 
 
 __all__ = [

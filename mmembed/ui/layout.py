@@ -9,6 +9,9 @@ unavailable model ("⊘ … — reason") is refused with a warning (Gradio canno
 from __future__ import annotations
 
 import html
+import inspect
+import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +19,7 @@ from mmembed.devices import zero_gpu
 from mmembed.progress import ProgressFn
 from mmembed.types import MMEmbedError
 from mmembed.ui import handlers as h
+from mmembed.ui.files import corpus_route
 from mmembed.ui.plot import render_mix_chart
 from mmembed.ui.render import (
     render_bias_summary,
@@ -23,6 +27,7 @@ from mmembed.ui.render import (
     render_details,
     render_status,
 )
+from mmembed.ui.scratch import Scratch
 from mmembed.ui.state import DemoState
 from mmembed.ui.theme import CARD_CLICK_JS, CSS, HEADER, make_theme
 
@@ -31,17 +36,22 @@ if TYPE_CHECKING:
 
     from mmembed.ui.examples import Example
 
+log = logging.getLogger("mmembed.ui")
+
 MAX_UPLOAD = "10mb"  # far above any photo worth embedding; load_image caps pixels separately
 QUEUE_SIZE = 32  # visitors waiting beyond this get "queue full" instead of a minutes-long wait
 FIRST_PLACEHOLDER = "First-stage results appear here."
 SECOND_PLACEHOLDER = "Reranked results appear here."
 
 
-def _user_error(exc: BaseException) -> Exception:
+def _user_error(exc: BaseException | str, where: str = "search") -> Exception:
+    """The gr.Error a visitor reads for bad input, logged as ONE line: a traceback is for program faults."""
     import gradio as gr
 
+    message = str(exc)
+    log.info("user error in %s: %s", where, message.replace("\n", " "))
     # Gradio renders error text as HTML: escape it (file names and queries come from the visitor).
-    return gr.Error(html.escape(str(exc), quote=False), title="Can't search with that")
+    return gr.Error(html.escape(message, quote=False), title="Can't search with that", print_exception=False)
 
 
 def _progress_fn(progress: Any) -> ProgressFn:
@@ -72,7 +82,9 @@ def query_image_component(**kwargs: Any) -> gr.Image:
             return preprocess_image(payload, cache_dir=component.GRADIO_CACHE, format="png", image_mode=None,
                                     type="filepath")
         except Exception as exc:
-            raise gr.Error(f"The pasted image can't be used: {html.escape(str(exc))}") from exc
+            # PIL's own words name a buffer's memory address: say what is wrong in ours instead.
+            raise _user_error("The pasted image can't be used: it is not a PNG, JPEG, GIF, WebP or BMP image "
+                              "that can be decoded. Paste or upload another one.", "image paste") from exc
 
     component.preprocess = preprocess  # type: ignore[method-assign]
     return component
@@ -85,6 +97,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
     from mmembed.ui.examples import load_examples
 
     state = state or DemoState()
+    scratch = Scratch()
     settings = state.settings
     default_embedder, startup_note = state.default_embedder()
     if examples is None:
@@ -109,19 +122,20 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
         second = (
             render_column(None, target, placeholder="Reranking…", stage_id="reranked")
             if first
-            else render_column(payload["reranked"], target, placeholder=SECOND_PLACEHOLDER, stage_id="reranked")
+            else render_column(payload["reranked"], target, placeholder=SECOND_PLACEHOLDER, stage_id="reranked",
+                               image_file=state.image_file)
         )
-        exported = h.export_json(session)
         return (
             session,
-            render_column(payload["first_stage"], target, placeholder=FIRST_PLACEHOLDER, stage_id="first"),
+            render_column(payload["first_stage"], target, placeholder=FIRST_PLACEHOLDER, stage_id="first",
+                          image_file=state.image_file),
             second,
             plot,
             render_bias_summary(payload),
             render_status(payload),
             gr.Dropdown(choices=h.result_choices(session), value=None),
             h.public_payload(payload),
-            gr.DownloadButton(value=str(exported), interactive=True),
+            gr.Button(interactive=True),  # the export is written only when the visitor asks for it
         )
 
     @zero_gpu  # ZeroGPU Spaces attach a GPU only inside decorated calls; a no-op elsewhere
@@ -130,7 +144,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
             request = h.parse_request(text, image, target, mode, top_k, embedder, depth, state=state)
             session = h.first_stage(state, request, _progress_fn(progress))
         except MMEmbedError as exc:
-            raise _user_error(exc) from exc
+            raise _user_error(exc, "first_stage") from exc
         for note in h.notes_to_toast(session["payload"]["notes"]):
             gr.Warning(html.escape(note))
         return outputs_for(session, first=True)
@@ -138,7 +152,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
     @zero_gpu
     def run_second(session, rerank_on, reranker, progress=gr.Progress()):  # noqa: B008
         if not session:
-            raise gr.Error("Run a search first.")
+            raise _user_error("Run a search first.", "rerank")
         return outputs_for(h.second_stage(state, session, reranker, bool(rerank_on), _progress_fn(progress)), False)
 
     @zero_gpu
@@ -165,22 +179,29 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
             return h.search(state, text, image, target, mode, top_k, bool(rerank_on), embedder, reranker, depth,
                             _progress_fn(progress))
         except MMEmbedError as exc:
-            raise _user_error(exc) from exc
+            raise _user_error(exc, "search") from exc
 
     def show_details(session, item_id):
         try:
             details = h.item_details(state, session, item_id)
         except MMEmbedError as exc:
-            raise _user_error(exc) from exc
+            raise _user_error(exc, "details") from exc
         picture = None
-        if details and details.get("image_path"):
+        if details and details.get("image"):
             from mmembed.images import ImageLoadError, load_image
 
             try:
-                picture = load_image(details["image_path"], max_side=1024)
+                picture = load_image(state.image_file(details["image"]), max_side=1024)
             except ImageLoadError as exc:
                 gr.Warning(html.escape(str(exc)))
         return render_details(details), gr.Image(value=picture, visible=picture is not None)
+
+    def export(session):
+        try:
+            path = h.export_json(session, scratch)
+        except MMEmbedError as exc:
+            raise _user_error(exc, "export") from exc
+        return str(path)  # already in Gradio's folder: served as is, not copied
 
     def refresh_models(embedder_name, reranker_name):
         """Full availability labels (the GPU check imports torch, so it waits for the first page load)."""
@@ -254,8 +275,9 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                 detail_image = gr.Image(label="Full image", type="pil", interactive=False, visible=False,
                                         height=320, elem_id="detail-image")
         with gr.Row():
-            download = gr.DownloadButton("Export results (JSON)", value=None, interactive=False,
-                                         elem_id="export")
+            export_btn = gr.Button("Export results (JSON)", interactive=False, elem_id="export")
+            # filled by `export` on request, then clicked by script: its click downloads the file
+            download = gr.DownloadButton("Download", value=None, visible="hidden", elem_id="export-file")
         with gr.Accordion("JSON: the object the `search` API returns", open=False):
             json_view = gr.JSON(elem_id="json-view")
         session = gr.State(None)
@@ -264,7 +286,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
         api_json = gr.JSON(visible=False)
 
         search_inputs = [text, image, target, mode, top_k, embedder, depth]
-        stage_outputs = [session, first_html, second_html, plot, bias_html, status, pick, json_view, download]
+        stage_outputs = [session, first_html, second_html, plot, bias_html, status, pick, json_view, export_btn]
         heavy = {"concurrency_id": "model", "concurrency_limit": 1}  # one model call at a time on a CPU box
 
         def wire(first_event: Any, suffix: str) -> None:
@@ -280,6 +302,8 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
         api_button.click(run_api, [text, image, target, mode, top_k, rerank_on, embedder, reranker, depth], api_json,
                          api_name="search", **heavy)
         pick.input(show_details, [session, pick], [details_html, detail_image], api_name="details")
+        export_btn.click(export, session, download, api_name="export", api_visibility="undocumented").success(
+            None, js="() => { document.querySelector('#export-file')?.click(); }")
         # page plumbing: callable (api_name on every event) but kept out of "Use via API", which leads with `search`
         internal = {"api_visibility": "undocumented"}
         clicked.change(show_clicked, [session, clicked], [details_html, detail_image, pick], api_name="card_details",
@@ -293,13 +317,66 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
         gr.on([embedder.change, reranker.change], lambda e, r: model_line(e, r, state.embedder_note(e)),
               [embedder, reranker], status, api_name="model_status", **internal)
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
+    _explain_bad_inputs(demo)
     return demo
 
 
-def launch_options(state: DemoState) -> dict[str, Any]:
-    """What `Blocks.launch` needs besides host/port: theme, CSS, the served folders, the upload cap."""
+def _explain_bad_inputs(demo: gr.Blocks) -> None:
+    """Inputs Gradio itself rejects (a wrong type, too few values: API clients) get a message, not {"error": null}.
+
+    Gradio raises these before any handler runs, as plain exceptions whose text it hides from clients (it
+    may name server internals) and logs with a traceback. They are the client's mistake: one log line, and
+    a message naming the input and what it takes.
+    """
+    import gradio as gr
+
+    original = demo.preprocess_data
+
+    async def preprocess_data(block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(block_fn, inputs, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            raise _user_error(_bad_inputs_message(block_fn, inputs, exc), block_fn.api_name or "event") from exc
+
+    demo.preprocess_data = preprocess_data  # type: ignore[method-assign]
+
+
+def _bad_inputs_message(block_fn: Any, inputs: list[Any], exc: Exception) -> str:
+    names = [name for name in inspect.signature(block_fn.fn).parameters if name != "progress"] \
+        if callable(block_fn.fn) else []
+    if len(names) != len(block_fn.inputs):
+        names = [getattr(block, "label", None) or f"input {i + 1}" for i, block in enumerate(block_fn.inputs)]
+    endpoint = f"/{block_fn.api_name}" if block_fn.api_name else "this event"
+    if len(inputs) < len(block_fn.inputs):
+        return (f"{endpoint} takes {len(block_fn.inputs)} inputs ({', '.join(names)}); got {len(inputs)}. "
+                f"Send every input, in this order.")
+    found = re.search(r"at index (\d+)", str(exc))
+    if found and int(found.group(1)) < len(names):
+        index = int(found.group(1))
+        block = block_fn.inputs[index]
+        expected = {"Slider": "a number", "Number": "a number", "Checkbox": "true or false", "Textbox": "a string",
+                    "Radio": "one of its choices", "Dropdown": "one of its choices",
+                    "Image": "an image file (handle_file)"}.get(type(block).__name__, "another type")
+        value = repr(inputs[index])
+        value = value if len(value) <= 40 else value[:39] + "…"
+        return f"{endpoint}: input '{names[index]}' must be {expected}, got {value} ({type(inputs[index]).__name__})."
+    return f"{endpoint}: an input has the wrong type or shape; see the endpoint's parameters in the API page."
+
+
+def launch_options(state: DemoState, scratch: Scratch | None = None) -> dict[str, Any]:
+    """What `Blocks.launch` needs besides host/port: theme, CSS, the upload cap, no served folders, the
+    route serving the corpus' own images, and the disk cap over uploads (checked after each one).
+
+    Also cleans up what earlier demo processes left in the scratch folder (this runs once, at launch).
+    """
+    scratch = scratch or Scratch()
+    scratch.clean_start()
     return {"theme": make_theme(), "css": CSS, "head": CARD_CLICK_JS, "allowed_paths": state.allowed_paths(),
-            "max_file_size": MAX_UPLOAD}
+            "max_file_size": MAX_UPLOAD,
+            "app_kwargs": {"routes": [corpus_route(state.corpus_files)],
+                           "middleware": [scratch.upload_middleware()]}}
 
 
 def launch(state: DemoState | None = None, **kwargs: Any) -> Callable[..., Any] | Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,9 @@ from mmembed.types import Modality
 
 THUMB_SIDE = 160
 SNIPPET_CHARS = 220
+
+# corpus-relative image path (a hit's "image") -> the file on the server, or None; see DemoState.image_file
+ImageFiles = Callable[[str | None], str | None]
 
 
 def esc(value: object) -> str:
@@ -58,7 +61,7 @@ def _movement(hit: Mapping[str, Any]) -> str:
     return f'<span class="mm-move mm-move-{kind}" title="{esc(title)}">{esc(label)}</span>'
 
 
-def render_card(hit: Mapping[str, Any], target_label: str) -> str:
+def render_card(hit: Mapping[str, Any], target_label: str, image_file: ImageFiles | None = None) -> str:
     match = bool(hit.get("matches_target"))
     verdict = (
         f'<span class="mm-verdict mm-ok" title="matches the requested modality">✓ {esc(target_label)}</span>'
@@ -66,8 +69,9 @@ def render_card(hit: Mapping[str, Any], target_label: str) -> str:
         else f'<span class="mm-verdict mm-wrong" title="not the requested modality">✗ not {esc(target_label)}</span>'
     )
     thumb = ""
-    if hit.get("image_file"):
-        uri = thumbnail_data_uri(hit["image_file"])
+    if hit.get("image"):
+        file = image_file(hit["image"]) if image_file is not None else None
+        uri = thumbnail_data_uri(file) if file else None
         thumb = (
             f'<img class="mm-thumb" src="{uri}" alt="{esc(hit["id"])}">'
             if uri
@@ -85,8 +89,12 @@ def render_card(hit: Mapping[str, Any], target_label: str) -> str:
     )
 
 
-def render_column(stage: Mapping[str, Any] | None, target_label: str, *, placeholder: str, stage_id: str) -> str:
-    """One ranked column; `stage` None (or without hits) shows `placeholder` or the stage's message."""
+def render_column(stage: Mapping[str, Any] | None, target_label: str, *, placeholder: str, stage_id: str,
+                  image_file: ImageFiles | None = None) -> str:
+    """One ranked column; `stage` None (or without hits) shows `placeholder` or the stage's message.
+
+    `image_file` finds the server file behind each hit's corpus-relative image, for its inline thumbnail.
+    """
     if stage is None:
         return f'<div class="mm-col mm-empty" id="mm-{stage_id}">{esc(placeholder)}</div>'
     message = stage.get("message")
@@ -103,7 +111,7 @@ def render_column(stage: Mapping[str, Any] | None, target_label: str, *, placeho
             f'<div class="mm-colhead"><b>{wrong}/{len(hits)}</b> not {esc(target_label)} '
             f'<span class="mm-rate">({rate:.0%} wrong modality)</span></div>'
         )
-    cards = "".join(render_card(hit, target_label) for hit in hits)
+    cards = "".join(render_card(hit, target_label, image_file) for hit in hits)
     return f'<div class="mm-col" id="mm-{stage_id}">{note}{header}{cards}</div>'
 
 
@@ -192,8 +200,8 @@ def render_details(item: Mapping[str, Any] | None) -> str:
         stage = item.get(key)
         absent = not_reranked if key == "reranked" and not_reranked else "not in its top-k"
         rows.append((title, f"#{stage['rank']} · score {stage['score']:.4f}" if stage else absent))
-    if item.get("image_path"):
-        rows.append(("image file", Path(item["image_path"]).name))
+    if item.get("image"):
+        rows.append(("image file", Path(item["image"]).name))
     table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     text = f'<div class="mm-fulltext">{esc(item["text"])}</div>' if item.get("text") else ""
     return f'<div class="mm-details"><table>{table}</table>{text}</div>'

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmembed.config import ASSETS_DIR, Settings
+from mmembed.config import Settings
 from mmembed.progress import ProgressFn, report
 from mmembed.types import MMEmbedError
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mmembed.embedders.base import Embedder
     from mmembed.rerankers.base import Reranker
     from mmembed.retriever import Retriever
+    from mmembed.ui.files import CorpusFiles
 
 
 class BackendNotUsable(MMEmbedError):
@@ -82,6 +83,7 @@ class DemoState:
         self._lock = threading.RLock()  # one model load at a time: two would only fight for 2 cores
         self.results = ResultCache()
         self._licences: dict[str, str] | None = None
+        self._files: CorpusFiles | None = None
 
     # --- what can be chosen ---------------------------------------------------------------------------
 
@@ -192,7 +194,25 @@ class DemoState:
         return self._licences
 
     def allowed_paths(self) -> list[str]:
-        return [str(self.corpus_root().resolve()), str(ASSETS_DIR.resolve())]
+        """Folders for Gradio's `file=` route: none. Corpus images go through `corpus_files` (only the files
+        the corpus references), thumbnails are inline, and the page loads no files of its own."""
+        return []
+
+    def corpus_files(self) -> CorpusFiles:
+        """The corpus' image files by corpus-relative path: what the page serves and the API names."""
+        if self._files is None:
+            corpus = self.corpus
+            with self._lock:
+                if self._files is None:
+                    from mmembed.ui.files import CorpusFiles
+
+                    self._files = CorpusFiles(corpus)
+        return self._files
+
+    def image_file(self, public: str | None) -> str | None:
+        """The server file behind a hit's corpus-relative `image` (for thumbnails), or None."""
+        file = self.corpus_files().resolve(public)
+        return str(file) if file is not None else None
 
     def retriever(self, name: str, progress: ProgressFn | None = None) -> tuple[Retriever, str | None]:
         """The retriever for embedder `name` (index built or loaded from cache once) and the fallback note."""
