@@ -209,3 +209,18 @@ CSS = """
   .mm-wb-thumb img { width: 56px; height: 56px; }
 }
 """
+
+# Clicking a failure row opens it in the Search tab: "<qid>|<model>|<time>" goes into a hidden textbox whose
+# `change` event does the rest (Gradio has no click event on HTML content).
+FAILURE_CLICK_JS = """
+<script>
+document.addEventListener("click", (event) => {
+  const row = event.target.closest && event.target.closest(".mm-wb-row");
+  const box = document.querySelector("#failure-clicked textarea, #failure-clicked input");
+  if (!row || !box) return;
+  box.value = row.dataset.qid + "|" + row.dataset.model + "|" + Date.now();
+  box.dispatchEvent(new Event("input", { bubbles: true }));
+});
+</script>
+"""
+
