@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     disk = {p.name: round(p.stat().st_size / 2**20, 1) for p in folder.iterdir() if p.is_file()}
     meeting = [row for row in sweep if row["recall@10"] >= 0.90 and row["p50_ms"] <= 10]
     report = {
-        "benchmark": "bench_disk_index", "count": args.count, "dim": args.dim, "shard_size": args.shard_size,
+        "benchmark": "bench_disk_index", "smoke": bool(args.smoke), "count": args.count, "dim": args.dim,
+        "shard_size": args.shard_size,
         "nlist": args.nlist or default_nlist(args.count), "pq": f"{index.faiss_index.pq.M}x8" if hasattr(
             index.faiss_index, "pq") else None, "queries": args.queries,
         "build_threads": build_threads, "search_threads": args.search_threads,
