@@ -7,7 +7,8 @@ The index is built (or loaded from MMEMBED_CACHE_DIR) first and timed apart: the
 ("evaluates in <= 15 s once the index exists") is the evaluation alone, uncached (a fresh ReportCache).
 The 1,000-query set is made from the corpus itself (each query is an item's text or image, asking for an
 item's modality, its positive that item), so it needs no second query file; it measures speed, not quality.
-The machine's load average is recorded at start and end: on a shared CPU the figures move with it.
+The machine's load average is recorded at start and end: on a shared CPU the wall-clock figures move with it;
+`cpu_seconds` (this process's CPU time, all threads) is what the run needed whatever else loads the machine.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -81,14 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     for label, query_set in runs:
         load = [round(x, 2) for x in os.getloadavg()]
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         report = run_workbench(query_set, [retriever], cache=ReportCache())
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        # CPU seconds of this process (all its threads): what the run needed, whatever else loads the machine
         figures.append({"set": label, "queries": len(query_set.queries), "seconds": round(seconds, 2),
+                        "cpu_seconds": round(cpu, 2),
                         "ms_per_query": round(1000 * seconds / len(query_set.queries), 1),
                         "failures": len(report.failures()),
                         "overall_R@5": round(report.models[0].stages["first"].recall["overall"][5], 4),
-                        "load_avg_before": load})
+                        "load_avg_before": load, "load_avg_after": [round(x, 2) for x in os.getloadavg()]})
+        print(json.dumps(figures[-1]), file=sys.stderr, flush=True)  # each run as it ends: the next may be long
     result["runs"] = figures
     result["machine"] = {"cpus": os.cpu_count(), "load_avg_at_start": load_start,
                          "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]}

@@ -29,3 +29,17 @@ def test_known_by_text_image_bytes_and_target(tmp_path):
     session = index_queries([EvalQuery("mine", Query(text="a red apple", target="image"), ("x",), "t->i")], "up")
     assert lookup("a red apple", None, "image", session, known).qid == "mine"  # the session's set first
     assert lookup("a red apple", None, "image", None, known).qid == "q1"
+
+
+def test_mark_payload_flags_positives_in_every_column_and_leaves_the_input_alone():
+    from mmembed.ui.ground_truth import KnownQuery, mark_payload
+
+    payload = {"query": {"text": "cat"}, "first_stage": {"hits": [{"id": "a"}, {"id": "b"}]},
+               "reranked": {"status": "off", "hits": []}, "compare": {"hits": [{"id": "b"}]}}
+    marked = mark_payload(payload, KnownQuery("q9", ("b",), "queries.jsonl"))
+    assert [h["positive"] for h in marked["first_stage"]["hits"]] == [False, True]
+    assert marked["compare"]["hits"][0]["positive"] is True and marked["reranked"]["hits"] == []
+    assert marked["ground_truth"] == {"qid": "q9", "positives": ["b"], "query_set": "queries.jsonl"}
+    assert "positive" not in payload["first_stage"]["hits"][0] and "ground_truth" not in payload
+    unknown = mark_payload(payload, None)
+    assert unknown["ground_truth"] is None and unknown["first_stage"]["hits"][1]["positive"] is False

@@ -78,7 +78,7 @@ def test_search_endpoint_reports_bad_input(client, tmp_path):
 
 def test_api_lists_named_endpoints(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/search", "/first_stage", "/rerank", "/details"}  # page plumbing is undocumented
+    assert set(endpoints) == {"/search", "/first_stage", "/rerank", "/details", "/evaluate"}  # plumbing is undocumented
     names = [p["parameter_name"] for p in endpoints["/search"]["parameters"]]
     assert names[:6] == ["text", "image", "target", "mode", "top_k", "rerank_on"]
 

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from ui_helpers import TargetAwareReranker, make_state, registry
 
+# for the Evaluate tab: the biased keyword fake puts the cat texts first for "cat" -> image (wrong modality at
+# rank 1), finds the dog text for "dog" -> text, and misses the violin for "a violin on a boat" -> image
+EVAL_QUERIES = [
+    {"qid": "wq1", "query_txt": "cat", "pos_cand_list": ["i-cat", "i-cat-mat"], "task": "t->i",
+     "target_modality": "image"},
+    {"qid": "wq2", "query_txt": "dog", "pos_cand_list": ["t-dog"], "task": "t->t", "target_modality": "text"},
+    {"qid": "wq3", "query_txt": "boat", "pos_cand_list": ["i-boat"], "task": "t->i", "target_modality": "image"},
+]
 CHROMIUM = Path(os.environ.get("MMEMBED_CHROMIUM", "/usr/bin/chromium"))
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 
@@ -28,7 +37,9 @@ def app_url(tmp_path_factory):
     from mmembed.ui.state import BackendChoice, DemoState
 
     state = make_state(tmp_path_factory.mktemp("ui-browser"))
-    state = DemoState(state.settings, corpus=state.corpus, embedders=state.embedders,
+    queries = state.corpus_root() / "queries.jsonl"  # the Evaluate tab's shipped query set
+    queries.write_text("".join(json.dumps(row) + "\n" for row in EVAL_QUERIES), encoding="utf-8")
+    state = DemoState(replace(state.settings, queries=queries), corpus=state.corpus, embedders=state.embedders,
                       rerankers=registry("reranker", **{"target-aware": TargetAwareReranker()}))
     query_image = state.corpus_root() / "queries" / "dog_query.png"  # query images live with the corpus
     query_image.parent.mkdir()
@@ -170,3 +181,55 @@ def test_picking_an_unavailable_reranker_is_refused_with_the_reason(app_url, pag
     page.wait_for_timeout(500)
     assert page.get_by_text(message).count() == 1  # one warning per pick
     assert page.locator("#reranker input").input_value() == "target-aware"
+
+
+def test_evaluate_then_open_a_failure_with_positives_marked_in_both_columns(app_url, page):
+    from mmembed.ui import evaluate_handlers as eh
+    from mmembed.ui import handlers as h
+
+    url, state, _ = app_url
+    request = eh.parse_eval_request(state, None, "keyword", eh.NO_COMPARE, "natural", False, "target-aware", 3, 10)
+    report, _ = eh.run_evaluation(state, request)
+    failing = [f.qid for f in report.failures()]
+    assert "wq1" in failing and "wq2" not in failing  # the fake's rank-1 for "cat" -> image is a text
+    page.goto(url)
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#eval-run").click()
+    page.locator("#eval-failures .mm-wb-row").first.wait_for()
+    rows = page.locator("#eval-failures .mm-wb-row").evaluate_all("rows => rows.map(r => r.dataset.qid)")
+    assert rows == failing
+    overall = page.locator("#eval-summary .mm-wb-overall").first.inner_text()
+    assert f"{100 * report.models[0].stages['first'].recall['overall'][1]:.1f}" in overall
+    assert page.locator("#eval-confusion .mm-wb-grid").count() == 2  # rank 1 and top 5
+    with page.expect_download() as download:
+        page.locator("#eval-export-csv").click()
+    exported = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
+    assert [line.split(",")[0] for line in exported[1:]] == failing  # one row per failing query, worst first
+
+    page.locator('#eval-failures .mm-wb-row[data-qid="wq1"]').click()
+    page.locator('#reranked .mm-card[data-positive="true"]').first.wait_for()
+    assert page.locator("#query-text textarea").input_value() == "cat"
+    expected = h.search(state, "cat", None, "image", "natural", state.settings.top_k, True, "keyword",
+                        "target-aware", state.settings.rerank_top_k)
+    for column, stage in (("first-stage", "first_stage"), ("reranked", "reranked")):
+        marked = page.locator(f'#{column} .mm-card[data-positive="true"]').evaluate_all(
+            "cards => cards.map(c => c.dataset.id)")
+        assert marked == [hit["id"] for hit in expected[stage]["hits"] if hit["positive"]]
+        assert marked and set(marked) <= {"i-cat", "i-cat-mat"}
+        assert page.locator(f"#{column} .mm-positive").count() == len(marked)  # the visible ✓ badge
+    assert expected["ground_truth"]["qid"] == "wq1"
+
+    page.locator(f'#first-stage .mm-card[data-id="{marked[0]}"]').click()
+    page.locator("#details", has_text="a positive of evaluation query wq1").wait_for()
+
+    page.set_viewport_size({"width": 390, "height": 844})  # phone width: both columns stay side by side
+    page.wait_for_timeout(300)
+    first, second = page.locator("#first-stage").bounding_box(), page.locator("#reranked").bounding_box()
+    assert first is not None and second is not None
+    assert abs(first["y"] - second["y"]) < 5 and first["x"] + first["width"] <= second["x"] + 1
+    assert page.locator("#first-stage .mm-thumb").first.bounding_box()["width"] <= 70
+    chart = page.locator("#mix-plot .mm-bar-row").first.bounding_box()
+    assert chart is not None and chart["width"] <= 390
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "ui-phone-390.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})

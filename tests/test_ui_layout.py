@@ -83,7 +83,7 @@ def test_api_lists_search_first_and_hides_page_plumbing(built):
     demo, _ = built
     fns = fns_by_name(demo)
     public = sorted(name for name, fn in fns.items() if fn.api_visibility == "public")
-    assert public == ["details", "first_stage", "rerank", "search"]
+    assert public == ["details", "evaluate", "first_stage", "rerank", "search"]
     assert all(fn.api_name for fn in fns.values())  # every event is named
     deps = {dep["api_name"]: dep for dep in demo.config["dependencies"]}
     ids = {c["props"].get("elem_id"): c["id"] for c in demo.config["components"]}
@@ -120,4 +120,23 @@ def test_model_calls_get_the_zero_gpu_decorator_only_when_spaces_is_installed(tm
 
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
     fns = fns_by_name(build_demo(make_state(tmp_path / "spaces"), examples=[]))
-    assert {name for name, fn in fns.items() if getattr(fn.fn, "zero_gpu", False)} == heavy
+    # the Evaluate tab's model calls (its runs, and the search a failure opens) are decorated as well
+    evaluate = {"evaluate", "evaluate_run", "failure_first_stage", "rerank_failure"}
+    assert {name for name, fn in fns.items() if getattr(fn.fn, "zero_gpu", False)} == heavy | evaluate
+
+
+def test_evaluate_tab_runs_apart_from_the_searches_and_a_failure_chains_the_search(built):
+    demo, _ = built
+    fns = fns_by_name(demo)
+    # the evaluation has its own group: a search (group "model") is never queued behind a whole evaluation
+    for name in ("evaluate_run", "evaluate"):
+        assert (fns[name].concurrency_id, fns[name].concurrency_limit) == ("evaluate", 1)
+    assert fns["first_stage"].concurrency_id == "model"
+    deps = {dep["api_name"]: dep for dep in demo.config["dependencies"]}
+    assert deps["evaluate_run"]["trigger_after"] == deps["evaluate_start"]["id"]
+    assert deps["failure_first_stage"]["trigger_after"] == deps["open_failure"]["id"]
+    assert deps["rerank_failure"]["trigger_after"] == deps["failure_first_stage"]["id"]
+    doc = fns["evaluate"].fn.__doc__
+    assert "Recall@1/5/10" in doc and "failures" in doc and "upload:" in doc
+    assert props(demo, "eval-compare")["value"] == "(none)"
+    assert [value for _, value in props(demo, "eval-kind")["choices"]] == ["all", "missed", "wrong-modality"]

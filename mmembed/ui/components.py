@@ -111,7 +111,8 @@ class Results:
 
 
 def build_results() -> Results:
-    with gr.Row(equal_height=False):
+    # "results-row": at phone width the two columns stay side by side (workbench_view.CSS)
+    with gr.Row(equal_height=False, elem_id="results-row"):
         with gr.Column():
             gr.HTML('<h3 class="mm-coltitle">① First-stage retrieval</h3>')
             first = gr.HTML(render_column(None, "", placeholder=FIRST_PLACEHOLDER, stage_id="first"),

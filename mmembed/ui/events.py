@@ -81,9 +81,11 @@ class DemoEvents:
         return render_column(payload[stage] if stage else None, payload["query"]["target_label"],
                              placeholder=placeholder, stage_id=stage_id, image_file=self.state.image_file)
 
-    def outputs(self, report: SearchReport, *, first: bool) -> tuple[Any, ...]:
-        """session, first column, second column, plot, bias summary, status, inspect list, JSON view, export."""
-        payload = h.api_payload(self.state, report)
+    def outputs(self, report: SearchReport, *, first: bool, known: Any = None) -> tuple[Any, ...]:
+        """session, first column, second column, plot, bias summary, status, inspect list, JSON view, export.
+
+        `known`: the visitor's uploaded evaluation set (session state), whose positives are marked too."""
+        payload = h.api_payload(self.state, report, known)
         return (
             report,
             self.column(payload, "first_stage", FIRST_PLACEHOLDER),
@@ -96,7 +98,8 @@ class DemoEvents:
             gr.Button(interactive=True),  # the export is written only when the visitor asks for it
         )
 
-    def first(self, text, image, target, mode, top_k, embedder, depth, progress=gr.Progress()):  # noqa: B008
+    def first(self, text, image, target, mode, top_k, embedder, depth, known=None,
+              progress=gr.Progress()):  # noqa: B008
         try:
             request = h.parse_request(text, image, target, mode, top_k, embedder, depth, state=self.state)
             report = h.first_stage(self.state, request, progress_fn(progress))
@@ -104,18 +107,18 @@ class DemoEvents:
             raise user_error(exc, "first_stage") from exc
         for note in h.notes_to_toast(report.notes):
             gr.Warning(html.escape(note))
-        return self.outputs(report, first=True)
+        return self.outputs(report, first=True, known=known)
 
-    def rerank(self, report, rerank_on, reranker, progress=gr.Progress()):  # noqa: B008
+    def rerank(self, report, rerank_on, reranker, known=None, progress=gr.Progress()):  # noqa: B008
         """Yields the page after every scored batch (cards fill in), the final order last."""
         if report is None:
             raise user_error("Run a search first.", "rerank")
         for step in h.second_stage_steps(self.state, report, reranker, bool(rerank_on), progress_fn(progress)):
             if step.reranked.status == "running":  # only the reranked column changes until the last step
-                column = self.column(h.api_payload(self.state, step), "reranked", "Reranking…")
+                column = self.column(h.api_payload(self.state, step, known), "reranked", "Reranking…")
                 yield (gr.skip(), gr.skip(), column, *(gr.skip(),) * 6)
             else:
-                yield self.outputs(step, first=False)
+                yield self.outputs(step, first=False, known=known)
 
     def search_api(self, text, image, target, mode, top_k, rerank_on, embedder, reranker, depth,
                    progress=gr.Progress()):  # noqa: B008
@@ -145,9 +148,9 @@ class DemoEvents:
 
     # --- inspecting a result ----------------------------------------------------------------------------
 
-    def details(self, report, item_id):
+    def details(self, report, item_id, known=None):
         try:
-            details = h.item_details(self.state, report, item_id)
+            details = h.item_details(self.state, report, item_id, known)
         except MMEmbedError as exc:
             raise user_error(exc, "details") from exc
         picture = None
@@ -161,13 +164,13 @@ class DemoEvents:
                 gr.Warning(html.escape(str(exc)))
         return render_details(details), gr.Image(value=picture, visible=picture is not None)
 
-    def card_details(self, report, clicked_value):
+    def card_details(self, report, clicked_value, known=None):
         item_id = (clicked_value or "").split("|", 1)[0]  # "<id>|<time>": clicking the same card again still fires
-        return (*self.details(report, item_id or None), gr.Dropdown(value=item_id or None))
+        return (*self.details(report, item_id or None, known), gr.Dropdown(value=item_id or None))
 
-    def export(self, report):
+    def export(self, report, known=None):
         try:
-            path = h.export_json(self.state, report, self.scratch)
+            path = h.export_json(self.state, report, self.scratch, known)
         except MMEmbedError as exc:
             raise user_error(exc, "export") from exc
         return str(path)  # already in Gradio's folder: served as is, not copied

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mmembed.corpus import EvalQuery
@@ -78,3 +78,19 @@ def lookup(text: str | None, image: object, target: Modality | str | None,
         if index and key in index:
             return index[key]
     return None
+
+
+STAGE_KEYS = ("first_stage", "reranked", "compare")
+
+
+def mark_payload(payload: dict[str, Any], known: KnownQuery | None) -> dict[str, Any]:
+    """`payload` (the page's/API's search object) with `ground_truth` ({qid, positives, query_set} or None) and
+    each hit's `positive` flag, in every column it has. Returns a new dict; the input is left as it was (it may
+    be a cached object other visitors share)."""
+    positives = set(known.positives) if known else set()
+    marked = {**payload, "ground_truth": known.to_dict() if known else None}
+    for key in STAGE_KEYS:
+        stage = payload.get(key)
+        if isinstance(stage, dict) and stage.get("hits") is not None:
+            marked[key] = {**stage, "hits": [{**hit, "positive": hit["id"] in positives} for hit in stage["hits"]]}
+    return marked

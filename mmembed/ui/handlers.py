@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mmembed.pipeline import MODES, RERANK_ERRORS, SearchReport, StageReport
 from mmembed.progress import ProgressFn
 from mmembed.types import Modality, Query, ValidationError
+from mmembed.ui.ground_truth import KnownQuery, lookup, mark_payload
 
 if TYPE_CHECKING:
     from mmembed.ui.scratch import Scratch
@@ -123,8 +124,9 @@ def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn |
         return replace(cached, query=query, cached=True, timings_ms={"first_stage": _ms(loading)})
     pipeline = state.pipeline(request.embedder, progress)  # slow only the first time (model + index)
     load_ms = _ms(loading)
-    report = pipeline.retrieve(query, request.top_k, request.mode, depth=request.depth,
-                               requested_embedder=request.embedder, progress=progress)
+    with state.model_turn:  # shared with a running evaluation, which takes the models a query at a time
+        report = pipeline.retrieve(query, request.top_k, request.mode, depth=request.depth,
+                                   requested_embedder=request.embedder, progress=progress)
     report = replace(report, reranked=StageReport("pending", message="Reranking…"),
                      timings_ms={"model_and_index_load": load_ms, **report.timings_ms})
     state.results.put(("first", *request.cache_key()), report)
@@ -156,8 +158,16 @@ def second_stage_steps(state: DemoState, report: SearchReport, reranker_name: st
                                                f"{exc}. The first stage is unaffected.", reranker=reranker_name))
         return
     final = report
-    for final in state.pipeline(report.requested_embedder or report.embedder).rerank_steps(
-            report, reranker, progress=progress):
+    steps = state.pipeline(report.requested_embedder or report.embedder).rerank_steps(report, reranker,
+                                                                                       progress=progress)
+    while True:
+        # the models' turn is held per scored batch, never across a yield (Gradio may resume a generator
+        # on another thread)
+        with state.model_turn:
+            step = next(steps, None)
+        if step is None:
+            break
+        final = step
         yield final
     if final.reranked.status == "done":
         state.results.put(key, replace(final, cached=False))
@@ -203,11 +213,22 @@ def search(state: DemoState, text: str | None, image: str | None, target: str, m
     return api_payload(state, report)
 
 
-def api_payload(state: DemoState, report: SearchReport) -> dict[str, Any]:
+def api_payload(state: DemoState, report: SearchReport,
+                known: Mapping[Any, KnownQuery] | None = None) -> dict[str, Any]:
     """The report as the page renders it, the API returns it and the export writes it: images by their
-    corpus-relative path and `/corpus/...` URL only (no server path leaves the server)."""
+    corpus-relative path and `/corpus/...` URL only (no server path leaves the server).
+
+    When the query is one of an evaluation set's (the visitor's uploaded set `known`, or the shipped one),
+    `ground_truth` names it and every hit says whether it is one of its positives."""
     files = state.corpus_files()
-    return report.to_dict(image_path=files.public_path, image_url=files.url)
+    payload = report.to_dict(image_path=files.public_path, image_url=files.url)
+    return mark_payload(payload, ground_truth_of(state, report, known))
+
+
+def ground_truth_of(state: DemoState, report: SearchReport,
+                    known: Mapping[Any, KnownQuery] | None = None) -> KnownQuery | None:
+    query = report.query
+    return lookup(query.text, query.image, query.target, known, state.shipped_ground_truth())
 
 
 # --- details and export -------------------------------------------------------------------------------
@@ -224,7 +245,8 @@ def result_choices(report: SearchReport | None) -> list[tuple[str, str]]:
     return [(label, item_id) for item_id, label in seen.items()]
 
 
-def item_details(state: DemoState, report: SearchReport | None, item_id: str | None) -> dict[str, Any] | None:
+def item_details(state: DemoState, report: SearchReport | None, item_id: str | None,
+                 known: Mapping[Any, KnownQuery] | None = None) -> dict[str, Any] | None:
     """Full text, image path, attribution and both stages' rank and score of one result."""
     if report is None or not item_id:
         return None
@@ -249,6 +271,8 @@ def item_details(state: DemoState, report: SearchReport | None, item_id: str | N
         "first_stage": stage("first_stage"),
         "reranked": stage("reranked"),
         "reranked_status": report.reranked.status,  # "off"/"unavailable"/"error": say so, not "absent"
+        "positive_of": found.qid if (found := ground_truth_of(state, report, known)) and item.id in found.positives
+        else None,
     }
 
 
@@ -270,11 +294,12 @@ def pick_backend(state: DemoState, kind: str, name: str | None, previous: str | 
     return previous, f"{message} Staying with '{previous}'." if previous else message
 
 
-def export_json(state: DemoState, report: SearchReport | None, scratch: Scratch) -> Path:
+def export_json(state: DemoState, report: SearchReport | None, scratch: Scratch,
+                known: Mapping[Any, KnownQuery] | None = None) -> Path:
     """Write the report's payload (what the API returns) to a new JSON file in `scratch`; return its path.
 
     Called only when a visitor asks for an export: the scratch area's disk cap bounds what they add up to.
     """
     if report is None:
         raise UserInputError("Run a search first; there is nothing to export yet.")
-    return scratch.write_export(api_payload(state, report))
+    return scratch.write_export(api_payload(state, report, known))

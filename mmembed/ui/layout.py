@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from mmembed.ui.state import DemoState
 from mmembed.ui.theme import CARD_CLICK_JS, CSS, HEADER, make_theme
+from mmembed.ui.workbench_view import CSS as WORKBENCH_CSS
+from mmembed.ui.workbench_view import FAILURE_CLICK_JS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import gradio as gr
 
     from mmembed.ui.components import Inputs, Results
@@ -34,38 +38,48 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
 
     from mmembed.ui.bad_inputs import explain_bad_inputs
     from mmembed.ui.components import build_inputs, build_results
+    from mmembed.ui.evaluate_tab import EvaluateEvents, build_evaluate_tab, wire_evaluate
     from mmembed.ui.events import DemoEvents
     from mmembed.ui.examples import load_examples
     from mmembed.ui.scratch import Scratch
 
     state = state or DemoState()
-    events = DemoEvents(state, Scratch())
+    scratch = Scratch()
+    events = DemoEvents(state, scratch)
     default_embedder, startup_note = state.default_embedder()
     examples = load_examples(state.settings.queries) if examples is None else examples
     # delete_cache: uploads and exports Gradio copied into its cache go after a day (checked hourly)
     with gr.Blocks(title="mmembed · multimodal retrieval with MLLMs", delete_cache=(3600, 86400)) as demo:
         gr.HTML(HEADER)
-        inputs = build_inputs(state, default_embedder)
+        known = gr.State(None)  # the visitor's uploaded evaluation set, by query content (its positives get ✓)
         default_reranker = state.default_reranker()
         notes = " ".join(note for note in (startup_note, state.reranker_note(default_reranker)) if note) or None
-        status = gr.HTML(events.model_line(default_embedder, default_reranker, notes, check_gpu=False),
-                         elem_id="status")
-        wire_warmup(demo, events)
-        example_box = gr.Examples([e.row() for e in examples], inputs=[inputs.text, inputs.image, inputs.target,
-                                                                         inputs.mode],
-                                  example_labels=[e.label for e in examples], label="Examples (one per query type)",
-                                  examples_per_page=8)
-        results = build_results()
-        wire_search(events, inputs, results, status, example_box)
+        with gr.Tabs(selected="search", elem_id="tabs") as tabs:
+            with gr.Tab("Search", id="search", elem_id="tab-search"):
+                inputs = build_inputs(state, default_embedder)
+                status = gr.HTML(events.model_line(default_embedder, default_reranker, notes, check_gpu=False),
+                                 elem_id="status")
+                wire_warmup(demo, events)
+                example_box = gr.Examples([e.row() for e in examples],
+                                          inputs=[inputs.text, inputs.image, inputs.target, inputs.mode],
+                                          example_labels=[e.label for e in examples],
+                                          label="Examples (one per query type)", examples_per_page=8)
+                results = build_results()
+            with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
+                evaluate_tab = build_evaluate_tab(state, default_embedder)
+        search_after = wire_search(events, inputs, results, status, example_box, known)
         wire_models(demo, events, inputs, status, default_embedder, default_reranker)
+        wire_evaluate(EvaluateEvents(state, scratch), evaluate_tab, tabs, inputs, known, search_after)
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
     explain_bad_inputs(demo)
     return demo
 
 
-def wire_search(events: DemoEvents, inputs: Inputs, results: Results, status: Any, example_box: Any) -> None:
+def wire_search(events: DemoEvents, inputs: Inputs, results: Results, status: Any, example_box: Any,
+                known: Any) -> Callable[[Any], None]:
     """First stage -> (on success) progressive rerank, for the button, Enter and the examples; the one-call
-    `search` API; the detail view and the export."""
+    `search` API; the detail view and the export. Returns how to run the same search after another event
+    (the Evaluate tab's "open this failure")."""
     import gradio as gr
 
     from mmembed.devices import zero_gpu
@@ -77,23 +91,31 @@ def wire_search(events: DemoEvents, inputs: Inputs, results: Results, status: An
     first, rerank = zero_gpu(as_function(events.first)), zero_gpu(as_function(events.rerank))
 
     def chain(first_event: Any, suffix: str) -> None:
-        first_event.success(rerank, [session, inputs.rerank_on, inputs.reranker], outputs, api_name=f"rerank{suffix}",
-                            show_progress_on=[results.second], **(INTERNAL if suffix else {}), **HEAVY)
+        first_event.success(rerank, [session, inputs.rerank_on, inputs.reranker, known], outputs,
+                            api_name=f"rerank{suffix}", show_progress_on=[results.second],
+                            **(INTERNAL if suffix else {}), **HEAVY)
 
-    chain(gr.on([inputs.search.click, inputs.text.submit], first, inputs.search_args(), outputs,
+    search_args = [*inputs.search_args(), known]
+    chain(gr.on([inputs.search.click, inputs.text.submit], first, search_args, outputs,
                 api_name="first_stage", show_progress_on=[results.first], **HEAVY), "")
-    chain(example_box.load_input_event.then(first, inputs.search_args(), outputs, api_name="example_first_stage",
+    chain(example_box.load_input_event.then(first, search_args, outputs, api_name="example_first_stage",
                                             show_progress_on=[results.first], **INTERNAL, **HEAVY), "_example")
+
+    def search_after(event: Any) -> None:
+        chain(event.success(first, search_args, outputs, api_name="failure_first_stage",
+                            show_progress_on=[results.first], **INTERNAL, **HEAVY), "_failure")
+
     api_button, api_json = gr.Button(visible=False), gr.JSON(visible=False)
     api_button.click(zero_gpu(as_function(events.search_api)),
                      [inputs.text, inputs.image, inputs.target, inputs.mode, inputs.top_k, inputs.rerank_on,
                       inputs.embedder, inputs.reranker, inputs.depth], api_json, api_name="search", **HEAVY)
-    results.pick.input(events.details, [session, results.pick], [results.details, results.detail_image],
+    results.pick.input(events.details, [session, results.pick, known], [results.details, results.detail_image],
                        api_name="details")
-    results.clicked.change(events.card_details, [session, results.clicked],
+    results.clicked.change(events.card_details, [session, results.clicked, known],
                            [results.details, results.detail_image, results.pick], api_name="card_details", **INTERNAL)
-    results.export.click(events.export, session, results.download, api_name="export", **INTERNAL).success(
+    results.export.click(events.export, [session, known], results.download, api_name="export", **INTERNAL).success(
         None, js="() => { document.querySelector('#export-file')?.click(); }")
+    return search_after
 
 
 def wire_warmup(demo: gr.Blocks, events: DemoEvents) -> None:
@@ -137,7 +159,8 @@ def launch_options(state: DemoState, scratch: Scratch | None = None) -> dict[str
 
     scratch = scratch or Scratch()
     scratch.clean_start()
-    return {"theme": make_theme(), "css": CSS, "head": CARD_CLICK_JS, "allowed_paths": state.allowed_paths(),
+    return {"theme": make_theme(), "css": CSS + WORKBENCH_CSS, "head": CARD_CLICK_JS + FAILURE_CLICK_JS,
+            "allowed_paths": state.allowed_paths(),
             "max_file_size": MAX_UPLOAD,
             "app_kwargs": {"routes": [corpus_route(state.corpus_files)],
                            "middleware": [scratch.upload_middleware()]}}

@@ -77,12 +77,16 @@ def render_card(hit: Mapping[str, Any], target_label: str, image_file: ImageFile
             else '<div class="mm-thumb mm-thumb-missing">image unavailable</div>'
         )
     text = f'<div class="mm-text">{esc(hit["text"])}</div>' if hit.get("text") else ""
+    # a ground-truth positive of an evaluation query (examples and failures opened from the Evaluate tab)
+    positive = ('<span class="mm-positive" title="a ground-truth positive of this evaluation query">✓ positive'
+                '</span>' if hit.get("positive") else "")
     return (
-        f'<div class="mm-card {"mm-match" if match else "mm-miss"}" data-id="{esc(hit["id"])}" '
-        f'data-modality="{esc(hit["modality"])}">'
+        f'<div class="mm-card {"mm-match" if match else "mm-miss"}{" mm-is-positive" if positive else ""}" '
+        f'data-id="{esc(hit["id"])}" data-modality="{esc(hit["modality"])}" '
+        f'data-positive="{"true" if positive else "false"}">'
         f'<div class="mm-rank">#{int(hit["rank"])}{_movement(hit)}</div>'
         f"{thumb}"
-        f'<div class="mm-body"><div class="mm-meta">{modality_badge(hit["modality"])}{verdict}'
+        f'<div class="mm-body"><div class="mm-meta">{positive}{modality_badge(hit["modality"])}{verdict}'
         f'<span class="mm-score" title="score">{float(hit["score"]):.3f}</span></div>'
         f'<div class="mm-id">{esc(hit["id"])}</div>{text}</div></div>'
     )
@@ -186,6 +190,8 @@ def render_details(item: Mapping[str, Any] | None) -> str:
         return '<div class="mm-details mm-muted">Pick a result to see its details.</div>'
     meta = item.get("meta") or {}
     rows = [("id", item["id"]), ("modality", Modality.parse(item["modality"]).label)]
+    if item.get("positive_of"):
+        rows.append(("ground truth", f"✓ a positive of evaluation query {item['positive_of']}"))
     for key in ("source", "license", "credit", "topic", "title", "url"):
         if meta.get(key):
             value = str(meta[key])

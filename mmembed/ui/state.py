@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from mmembed.rerankers.base import Reranker
     from mmembed.rerankers.precompute import BackgroundPrecompute
     from mmembed.ui.files import CorpusFiles
+    from mmembed.ui.ground_truth import KnownQuery
+    from mmembed.workbench import QuerySet
 
 
 class BackendNotUsable(MMEmbedError):
@@ -86,6 +88,14 @@ class DemoState:
         self.results = ResultCache()
         self._licences: dict[str, str] | None = None
         self._files: CorpusFiles | None = None
+        # the Evaluate tab: finished reports for every visitor, and the models' turns shared with the searches
+        # (an evaluation takes one query per turn, so a search waits for one query at most: see concurrency.py)
+        from mmembed.concurrency import FairLock
+        from mmembed.workbench import ReportCache
+
+        self.workbench_cache = ReportCache()
+        self.model_turn = FairLock()
+        self._shipped: tuple[QuerySet, dict[Any, KnownQuery]] | None = None
 
     # --- what can be chosen ---------------------------------------------------------------------------
 
@@ -260,6 +270,30 @@ class DemoState:
                 retriever.ensure_index(progress)
                 self._pipelines[name] = Pipeline(retriever, embedder_note=note or self.embedder_note(name))
             return self._pipelines[name]
+
+    def shipped_query_set(self) -> QuerySet:
+        """The configured query set (settings.queries), read and checked against the corpus once."""
+        return self._shipped_set()[0]
+
+    def shipped_ground_truth(self) -> dict[Any, KnownQuery]:
+        """The configured query set's queries by content, so the Search tab marks their positives; {} when
+        the file is missing or does not fit the corpus (the page then marks nothing)."""
+        try:
+            return self._shipped_set()[1]
+        except (OSError, MMEmbedError):
+            return {}
+
+    def _shipped_set(self) -> tuple[QuerySet, dict[Any, KnownQuery]]:
+        if self._shipped is None:
+            from mmembed.ui.ground_truth import index_queries
+            from mmembed.workbench import load_query_set
+
+            corpus = self.corpus
+            with self._lock:
+                if self._shipped is None:
+                    query_set = load_query_set(self.settings.queries, corpus)
+                    self._shipped = (query_set, index_queries(query_set.queries, query_set.name))
+        return self._shipped
 
     def reranker(self, name: str, progress: ProgressFn | None = None) -> Reranker:
         """The reranker `name` from the registry, created once (its weights load on first use)."""

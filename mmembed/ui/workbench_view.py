@@ -156,3 +156,71 @@ def render_failures(report: WorkbenchReport | None, corpus: Corpus | None, failu
     tail = (f'<div class="mm-muted">… and {more} more (all of them are in the CSV export)</div>' if more > 0 else "")
     return (f'<div class="mm-wb-failures" id="wb-failures"><div class="mm-wb-head">{len(failures)} failure(s), '
             f'worst first — click one to open it in the Search tab</div>{"".join(rows)}{tail}</div>')
+
+
+# The Evaluate tab's look, plus the ground-truth badge and the phone-width rules of the Search tab (added to
+# theme.CSS by the layout).
+CSS = """
+.mm-positive { color: #065f46; background: #d1fae5; font-weight: 700; padding: 0 .45rem; border-radius: 999px; }
+.mm-card.mm-is-positive { outline: 2px solid #10b981; outline-offset: -2px; }
+.mm-wb-head { font-size: .9rem; color: var(--body-text-color-subdued); margin: .3rem 0; }
+.mm-wb-summary { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
+.mm-wb-summary .mm-wb-head { flex-basis: 100%; }
+.mm-wb-table { border-collapse: collapse; font-size: .85rem; }
+.mm-wb-table caption { text-align: left; font-weight: 600; padding-bottom: .2rem; }
+.mm-wb-table th, .mm-wb-table td { padding: .15rem .45rem !important; text-align: right; white-space: nowrap; }
+.mm-wb-table td:first-child, .mm-wb-table th:first-child { text-align: left; }
+.mm-wb-overall td { font-weight: 700; border-top: 1px solid var(--border-color-primary); }
+.mm-delta-up { color: #15803d; } .mm-delta-down { color: #b91c1c; } .mm-delta-same { color: #64748b; }
+.mm-wb-confusion { display: flex; flex-wrap: wrap; gap: .8rem; }
+.mm-wb-confusion .mm-chart-title { flex-basis: 100%; }
+.mm-wb-grid { border-collapse: collapse; font-size: .8rem; }
+.mm-wb-grid caption { text-align: left; font-weight: 600; }
+.mm-wb-grid th, .mm-wb-grid td { padding: .2rem .4rem !important; text-align: center; }
+.mm-wb-grid th i { display: inline-block; width: .7rem; height: .7rem; border-radius: 2px; margin-right: .2rem; }
+.mm-wb-cell { color: #0f172a; font-weight: 600; min-width: 3rem; }
+.mm-wb-right { box-shadow: inset 0 0 0 2px #0f172a; }
+.mm-wb-failures { display: flex; flex-direction: column; gap: .5rem; }
+.mm-wb-row { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: .5rem .6rem;
+  cursor: pointer; background: var(--block-background-fill); }
+.mm-wb-row:hover { box-shadow: 0 1px 6px rgba(0, 0, 0, .12); }
+.mm-wb-rowhead { display: flex; flex-wrap: wrap; gap: .4rem; align-items: center; font-size: .85rem; }
+.mm-wb-kind { padding: 0 .45rem; border-radius: 999px; font-weight: 600; font-size: .78rem; }
+.mm-wb-kind-missed { background: #fee2e2; color: #991b1b; }
+.mm-wb-kind-wrong-modality { background: #fef3c7; color: #92400e; }
+.mm-wb-thumbs { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: .5rem; margin-top: .4rem; }
+.mm-wb-thumb { display: flex; flex-direction: column; gap: .2rem; font-size: .78rem; min-width: 0; }
+.mm-wb-thumb > span { color: var(--body-text-color-subdued); }
+.mm-wb-thumb img { width: 72px; height: 72px; object-fit: cover; border-radius: 6px; }
+.mm-wb-thumb em { overflow-wrap: anywhere; }
+/* phone width: the Search tab's two columns stay side by side, as compact cards (rank, thumbnail, movement) */
+@media (max-width: 600px) {
+  #results-row { flex-wrap: nowrap !important; gap: .3rem !important; }
+  #results-row > div { min-width: 0 !important; flex: 1 1 50% !important; }
+  .mm-coltitle { font-size: .85rem; }
+  .mm-card { flex-direction: column; align-items: center; gap: .2rem; padding: .3rem; }
+  .mm-card .mm-text, .mm-card .mm-score, .mm-card .mm-id, .mm-colhead .mm-rate { display: none; }
+  .mm-thumb { width: 64px; height: 64px; }
+  .mm-rank { flex-direction: row; min-width: 0; font-size: .95rem; }
+  .mm-meta { justify-content: center; font-size: .7rem; }
+  .mm-bar-row { grid-template-columns: 5.2rem 1fr 4.2rem; gap: .3rem; }
+  .mm-bar-label, .mm-bar-rate { font-size: .75rem; }
+  .mm-legend { flex-wrap: wrap; gap: .5rem; }
+  .mm-wb-thumb img { width: 56px; height: 56px; }
+}
+"""
+
+# Clicking a failure row opens it in the Search tab: "<qid>|<model>|<time>" goes into a hidden textbox whose
+# `change` event does the rest (Gradio has no click event on HTML content).
+FAILURE_CLICK_JS = """
+<script>
+document.addEventListener("click", (event) => {
+  const row = event.target.closest && event.target.closest(".mm-wb-row");
+  const box = document.querySelector("#failure-clicked textarea, #failure-clicked input");
+  if (!row || !box) return;
+  box.value = row.dataset.qid + "|" + row.dataset.model + "|" + Date.now();
+  box.dispatchEvent(new Event("input", { bubbles: true }));
+});
+</script>
+"""
+
