@@ -47,6 +47,8 @@ class Retriever:
         self.index_type = index_type
         self._index: VectorIndex | None = None
         self._lock = threading.Lock()
+        self.cache_notes: list[str] = []  # what went wrong with the on-disk cache, in words
+        self.in_memory_only = False  # the cache folder could not be written: the index lives in memory
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retriever:
@@ -64,15 +66,36 @@ class Retriever:
         return self._index
 
     def ensure_index(self, progress: ProgressFn | None = None) -> None:
-        """Embed the corpus (cached on disk by fingerprint) and build the FAISS index, once."""
-        if self._index is not None:
-            return
-        from mmembed.index import load_or_build_index
+        """Embed the corpus (cached on disk by fingerprint) and build the FAISS index, once.
 
+        A cached index is served while its checksum is verified in the background; if that check fails,
+        the next call rebuilds it (with a warning) before answering.
+        """
+        index = self._index
+        if index is not None and (index.check is None or not index.check.done or index.check.problem is None):
+            return
         with self._lock:
             if self._index is None:
-                self._index = load_or_build_index(self.corpus, self.embedder, self.cache_dir,
-                                                  index_type=self.index_type, progress=progress)
+                self._index = self._load(progress)
+            elif self._index.check is not None and self._index.check.done and self._index.check.problem:
+                self._index = self._load(progress, failed=self._index)
+
+    def _load(self, progress: ProgressFn | None, failed: VectorIndex | None = None) -> VectorIndex:
+        from mmembed.index import CacheNotWritableWarning, IndexCacheWarning, load_or_build_index
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", IndexCacheWarning)
+            if failed is not None and failed.check is not None:
+                warnings.warn(f"cached index {failed.check.path} {failed.check.problem}; rebuilding",
+                              IndexCacheWarning, stacklevel=2)
+            index = load_or_build_index(self.corpus, self.embedder, self.cache_dir, index_type=self.index_type,
+                                        progress=progress, rebuild=failed is not None)
+        for warning in caught:  # kept for the page (status line), and passed on to the caller's handlers
+            if issubclass(warning.category, IndexCacheWarning):
+                self.cache_notes.append(str(warning.message))
+            self.in_memory_only |= issubclass(warning.category, CacheNotWritableWarning)
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        return index
 
     def search(self, query: Query, k: int = 10, target: Modality | str | None = None,
                mode: str = "natural") -> SearchResult:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from mmembed.ui.scratch import Scratch
     from mmembed.ui.state import DemoState
 
+# The page's words for a cache folder the server cannot write (the log names the folder; the page names none).
+IN_MEMORY_NOTE = ("The index cache on this server cannot be written, so the index was built in memory for this run: "
+                  "searches work, and the server rebuilds it at its next start.")
 MAX_QUERY_CHARS = 2000  # far beyond any model's context; longer input is a paste accident, not a query
 MAX_TOP_K = 50
 SNIPPET_CHARS = 220
@@ -193,7 +196,7 @@ def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn |
         },
         "embedder": {"requested": request.embedder, "name": retriever.embedder.name, "note": note},
         "instruction": result.instruction,
-        "notes": list(result.notes),
+        "notes": [*result.notes, *([IN_MEMORY_NOTE] if retriever.in_memory_only else [])],
         "pool": {"name": corpus.name, "size": len(corpus),
                  "mix": [{k: row[k] for k in ("modality", "label", "pool_share")} for row in mix_records([], state)]},
         "first_stage": stage_record(shown, request.target, state, status="done"),

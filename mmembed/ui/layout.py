@@ -54,6 +54,16 @@ def _user_error(exc: BaseException | str, where: str = "search") -> Exception:
     return gr.Error(html.escape(message, quote=False), title="Can't search with that", print_exception=False)
 
 
+def _program_fault(where: str) -> Exception:
+    """For a fault of the program (call inside `except`): the traceback goes to the log, once; the visitor
+    reads that the server failed, not Gradio's bare "Error" (and no traceback or server path)."""
+    import gradio as gr
+
+    log.exception("fault in %s", where)
+    return gr.Error("Something went wrong on the server, not with your query; it has been logged. Try again, or "
+                    "pick another model.", title="Server error", print_exception=False)
+
+
 def _progress_fn(progress: Any) -> ProgressFn:
     def update(done: int, total: int, description: str) -> None:
         progress((done, max(total, 1)), desc=description)
@@ -145,6 +155,8 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
             session = h.first_stage(state, request, _progress_fn(progress))
         except MMEmbedError as exc:
             raise _user_error(exc, "first_stage") from exc
+        except Exception as exc:
+            raise _program_fault("first_stage") from exc
         for note in h.notes_to_toast(session["payload"]["notes"]):
             gr.Warning(html.escape(note))
         return outputs_for(session, first=True)
@@ -180,6 +192,8 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                             _progress_fn(progress))
         except MMEmbedError as exc:
             raise _user_error(exc, "search") from exc
+        except Exception as exc:
+            raise _program_fault("search") from exc
 
     def show_details(session, item_id):
         try:
