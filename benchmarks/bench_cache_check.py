@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mmembed.checksums import file_checksum, json_checksum
-from mmembed.index import VectorIndex, _load_index, _save_index
+from mmembed.checksums import file_checksum
+from mmembed.index import VectorIndex, _load_index, _save_index, metadata_checksum
 from mmembed.storage import read_json
 
 
@@ -115,7 +115,7 @@ def main() -> None:
         checksum_s = _best_s(lambda: file_checksum(index_file), args.repeats)
         meta = read_json(folder / "index-flat.json")
         body = {key: value for key, value in meta.items() if key != "checksum"}
-        meta_checksum_s = _best_s(lambda body=body: json_checksum(body), args.repeats)  # in every mode's start-up
+        meta_checksum_s = _best_s(lambda body=body: metadata_checksum(body), args.repeats)  # in every mode's start-up
         del meta
         read_s = _best_s(lambda: faiss.read_index(str(index_file)), args.repeats)
         modes = {}

@@ -17,7 +17,7 @@ import pytest
 from fakes import KeywordEmbedder
 from retrieval_helpers import VOCAB, write_corpus
 
-from mmembed.checksums import file_record, json_checksum
+from mmembed.checksums import file_record
 from mmembed.corpus import load_mbeir_jsonl
 from mmembed.index import (
     CacheNotWritableWarning,
@@ -25,6 +25,7 @@ from mmembed.index import (
     cache_folder,
     load_or_build_index,
     make_faiss_index,
+    metadata_checksum,
 )
 from mmembed.retriever import Retriever
 from mmembed.types import Query
@@ -81,7 +82,7 @@ def _reseal(folder):
     meta = json.loads(path.read_text())
     meta.pop("checksum")
     meta["files"]["index-flat.faiss"] = file_record(folder / "index-flat.faiss")
-    path.write_text(json.dumps({**meta, "checksum": json_checksum(meta)}))
+    path.write_text(json.dumps({**meta, "checksum": metadata_checksum(meta)}))
 
 
 def _unit(rows, dim, seed):
