@@ -32,6 +32,7 @@ SNIPPET_CHARS = 220  # text shown per hit in reports; the full text is one `corp
 # Reranker failures that must not take the first stage down (weights absent offline, not installed, OOM).
 RERANK_ERRORS = (MMEmbedError, ImportError, OSError, RuntimeError, ValueError)
 STAGE_STATUSES = ("done", "pending", "running", "off", "unavailable", "error")
+ImageName = Callable[[Item], str | None]  # an item -> how a report names its image (a path or a URL)
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,14 @@ class SearchReport:
     def with_reranked(self, stage: StageReport, **timings: float) -> SearchReport:
         return replace(self, reranked=stage, timings_ms={**self.timings_ms, **timings})
 
-    def to_dict(self, *, image_url: Callable[[Item], str | None] | None = None) -> dict[str, Any]:
-        """Plain JSON-able data (no NaN): the `/search` API's answer. `image_url` adds each hit's URL."""
+    def to_dict(self, *, image_path: ImageName | None = None, image_url: ImageName | None = None) -> dict[str, Any]:
+        """Plain JSON-able data (no NaN): the `/search` API's answer.
+
+        A hit's `image` is `image_path(item)` (default: the path relative to the corpus folder, as given when
+        outside it); `image_url`, when given, adds each hit's URL. A server passes both, so that no server
+        path leaves it.
+        """
+        images = (image_path or self._default_image_path, image_url)
         pool_mix = _mix_rows([], self.corpus)
         return {
             "query": self._query_dict(),
@@ -113,12 +120,12 @@ class SearchReport:
             "notes": list(self.notes),
             "pool": {"name": self.corpus.name, "size": len(self.corpus),
                      "mix": [{k: row[k] for k in ("modality", "label", "pool_share")} for row in pool_mix]},
-            "first_stage": {**self._stage_dict(self.first_stage, image_url, moved=False), "status": "done"},
+            "first_stage": {**self._stage_dict(self.first_stage, images, moved=False), "status": "done"},
             "reranked": {
                 "status": self.reranked.status,
                 "reranker": self.reranked.reranker,
                 "message": self.reranked.message,
-                **self._stage_dict(self.reranked.hits, image_url, moved=True),
+                **self._stage_dict(self.reranked.hits, images, moved=True),
                 **({"scored": self.reranked.scored, "candidates": self.reranked.candidates}
                    if self.reranked.status == "running" else {}),
             },
@@ -141,9 +148,9 @@ class SearchReport:
             "rerank_depth": self.depth,
         }
 
-    def _stage_dict(self, hits: tuple[Hit, ...], image_url: Callable[[Item], str | None] | None,
+    def _stage_dict(self, hits: tuple[Hit, ...], images: tuple[ImageName, ImageName | None],
                     *, moved: bool) -> dict[str, Any]:
-        rows = [self._hit_dict(hit, image_url) for hit in hits]
+        rows = [self._hit_dict(hit, *images) for hit in hits]
         if moved:
             for row, hit in zip(rows, hits, strict=True):
                 row["first_stage_rank"] = hit.original_rank
@@ -156,9 +163,11 @@ class SearchReport:
             "wrong_modality_rate": _wrong_rate(hits, self.target),
         }
 
-    def _hit_dict(self, hit: Hit, image_url: Callable[[Item], str | None] | None) -> dict[str, Any]:
+    def _default_image_path(self, item: Item) -> str | None:
+        return _relative(str(item.image), self.corpus.root) if isinstance(item.image, (str, Path)) else None
+
+    def _hit_dict(self, hit: Hit, image_path: ImageName, image_url: ImageName | None) -> dict[str, Any]:
         item = hit.item
-        image_file = str(item.image) if isinstance(item.image, (str, Path)) else None
         row: dict[str, Any] = {
             "rank": hit.rank,
             "id": item.id,
@@ -167,11 +176,10 @@ class SearchReport:
             "score": round(float(hit.score), 6),
             "matches_target": self.target is None or item.modality is self.target,
             "text": snippet(item.text),
-            "image": _relative(image_file, self.corpus.root),
-            "image_file": image_file,
+            "image": image_path(item),
         }
         if image_url is not None:
-            row["image_url"] = image_url(item) if image_file else None
+            row["image_url"] = image_url(item)
         return row
 
 
@@ -189,8 +197,8 @@ def movement_label(hit: Hit, shown: int) -> str:
     return "=" if moved == 0 else f"↑{moved}" if moved > 0 else f"↓{-moved}"
 
 
-def _relative(image_file: str | None, root: Path | str | None) -> str | None:
-    if image_file is None or root is None:
+def _relative(image_file: str, root: Path | str | None) -> str:
+    if root is None:
         return image_file
     try:
         return Path(image_file).relative_to(root).as_posix()
@@ -226,6 +234,10 @@ class Pipeline:
     `fusion_weight` mixes the first-stage score into the reranked order (see `rerankers.base.rerank`).
     """
 
+    # Candidates in the first scored batch of `rerank_steps`: small, so the first reranked results show
+    # early; the rest are scored in the reranker's own batches. Measured in benchmarks/bench_ui.py.
+    first_batch = 2
+
     def __init__(self, retriever: Retriever, reranker: Reranker | None = None, *, fusion_weight: float = 0.0,
                  embedder_note: str | None = None) -> None:
         self.retriever = retriever
@@ -256,9 +268,11 @@ class Pipeline:
         )
 
     def rerank_steps(self, first: SearchReport, reranker: Reranker | None = None, *,
-                     progress: ProgressFn | None = None, first_batch: int | None = 2) -> Iterator[SearchReport]:
+                     progress: ProgressFn | None = None, first_batch: int | None = None) -> Iterator[SearchReport]:
         """Rerank `first`'s candidates, yielding a report after every scored batch ("running", the hits
-        scored so far) and finally the finished one ("done", or "error" with the reason)."""
+        scored so far) and finally the finished one ("done", or "error" with the reason).
+
+        `first_batch` (default `Pipeline.first_batch`; 0: no cap) sizes the first scored batch."""
         from mmembed.rerankers.base import iter_rerank
 
         reranker = reranker or self.reranker
@@ -269,7 +283,7 @@ class Pipeline:
         started = time.perf_counter()
         report(progress, 0, total, f"reranking {total} candidates")
         steps = iter_rerank(first.query, first.candidates, reranker, fusion_weight=self.fusion_weight,
-                            progress=progress, first_batch=first_batch)
+                            progress=progress, first_batch=self.first_batch if first_batch is None else first_batch)
         ranked: list[Hit] = []
         try:
             for ranked in steps:
@@ -291,7 +305,7 @@ class Pipeline:
     def rerank(self, first: SearchReport, reranker: Reranker | None = None, *,
                progress: ProgressFn | None = None) -> SearchReport:
         """`first` with its reranked stage filled in (the last step of `rerank_steps`)."""
-        *_, final = self.rerank_steps(first, reranker, progress=progress, first_batch=None)
+        *_, final = self.rerank_steps(first, reranker, progress=progress, first_batch=0)
         return final
 
     def search(self, query: Query, k: int = 10, mode: str = "natural", *, rerank: bool | Reranker = True,

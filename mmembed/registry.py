@@ -35,7 +35,9 @@ class BackendInfo:
     """What the UI and CLI show about a backend before anything is loaded."""
 
     name: str
-    factory: str  # "package.module:callable", resolved only when the backend is created
+    # "package.module:callable", resolved only when the backend is created; or the callable itself
+    # (what `Registry.register_instance` uses for an object built elsewhere, e.g. a test's fake)
+    factory: str | Callable[..., Any]
     description: str
     hub_id: str | None = None  # Hugging Face repo of the default weights; None for shipped/local models
     revision: str | None = None
@@ -56,6 +58,13 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {info.name!r} is registered twice")
         self._infos[info.name] = info
 
+    def register_instance(self, name: str, backend: T, description: str = "") -> None:
+        """Register an already built backend under `name`: `get(name, ...)` returns it whatever the options.
+
+        How the demo and the tests plug in fakes or in-memory models without touching private fields.
+        """
+        self.register(BackendInfo(name=name, factory=lambda **_: backend, description=description))
+
     def names(self) -> list[str]:
         return list(self._infos)
 
@@ -67,7 +76,10 @@ class Registry(Generic[T]):
             raise UnknownBackendError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def factory(self, name: str) -> Callable[..., T]:
-        module_name, _, attr = self.info(name).factory.partition(":")
+        factory = self.info(name).factory
+        if callable(factory):
+            return factory
+        module_name, _, attr = factory.partition(":")
         return getattr(importlib.import_module(module_name), attr)
 
     def get(self, name: str, **options: Any) -> T:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mmembed.corpus import Corpus
     from mmembed.embedders.base import Embedder
     from mmembed.index import VectorIndex
+    from mmembed.registry import Registry
 
 MODES = ("natural", "filtered")
 
@@ -127,20 +128,22 @@ class Retriever:
         return [replace(hit, rank=rank) for rank, hit in enumerate(hits, start=1)]
 
 
-def embedder_options(settings: Settings, name: str) -> dict[str, Any]:
+def embedder_options(settings: Settings, name: str, registry: Registry[Embedder] | None = None) -> dict[str, Any]:
     """Constructor options for embedder `name` from `settings`: the device, and the dtype when one is set and
     the backend takes one (mmembed-mini has a single float32 path; "int8" is the CLIP family's CPU option)."""
     import inspect
 
     from mmembed.embedders import EMBEDDERS
 
+    registry = registry or EMBEDDERS
     options: dict[str, Any] = {"device": settings.device}
-    if settings.dtype != "auto" and "dtype" in inspect.signature(EMBEDDERS.factory(name)).parameters:
+    if settings.dtype != "auto" and "dtype" in inspect.signature(registry.factory(name)).parameters:
         options["dtype"] = settings.dtype
     return options
 
 
-def load_embedder_with_fallback(settings: Settings, name: str | None = None) -> tuple[Embedder, str | None]:
+def load_embedder_with_fallback(settings: Settings, name: str | None = None,
+                                registry: Registry[Embedder] | None = None) -> tuple[Embedder, str | None]:
     """The embedder `name` (default settings.embedder), loaded; if its weights cannot be had (offline,
     not cached), the shipped offline model settings.fallback_embedder instead, with a note saying why.
 
@@ -150,9 +153,10 @@ def load_embedder_with_fallback(settings: Settings, name: str | None = None) -> 
     from mmembed.hub import WeightsNotAvailableError
     from mmembed.registry import BackendUnavailableError
 
+    registry = registry or EMBEDDERS
     wanted = name or settings.embedder
     try:
-        embedder = EMBEDDERS.get(wanted, **embedder_options(settings, wanted))
+        embedder = registry.get(wanted, **embedder_options(settings, wanted, registry))
         embedder.embed_query(Query(text="warm-up"))
         return embedder, None
     except (WeightsNotAvailableError, BackendUnavailableError) as exc:
@@ -164,7 +168,7 @@ def load_embedder_with_fallback(settings: Settings, name: str | None = None) -> 
         note = f"'{wanted}' {why} ({exc}); using the offline model '{fallback}' shipped with mmembed instead"
         warnings.warn(note, stacklevel=2)
         try:
-            embedder = EMBEDDERS.get(fallback, device=settings.device)
+            embedder = registry.get(fallback, device=settings.device)
         except MMEmbedError as fallback_exc:
             raise MMEmbedError(f"{exc}; the offline fallback '{fallback}' failed too: {fallback_exc}") from exc
         return embedder, note

@@ -71,7 +71,7 @@ def test_search_reranks_and_lowers_the_wrong_modality_rate(pipeline):
 
 def test_to_dict_is_the_api_shape_and_plain_json(pipeline):
     report = pipeline.search(Query(text="cat", target="image"), k=3, depth=5)
-    data = report.to_dict(image_url=lambda item: f"/files/{item.id}")
+    data = report.to_dict(image_url=lambda item: f"/files/{item.id}" if item.image else None)
     json.dumps(data, allow_nan=False)  # NaN shares (modalities missing from the top-k) become numbers or null
     assert set(data) == {"query", "embedder", "instruction", "notes", "pool", "first_stage", "reranked", "cached",
                          "timings_ms"}
@@ -92,7 +92,11 @@ def test_to_dict_is_the_api_shape_and_plain_json(pipeline):
         {"modality": "text", "label": "text", "pool_share": 3 / 8},
         {"modality": "image", "label": "image", "pool_share": 3 / 8},
         {"modality": "image,text", "label": "image+text", "pool_share": 2 / 8}]}
-    assert "image_url" not in report.to_dict()["first_stage"]["hits"][0]
+    plain = report.to_dict()["first_stage"]["hits"]
+    assert "image_url" not in plain[0] and plain[2]["image"] == "images/cat.png"
+    named = report.to_dict(image_path=lambda item: "x/" + item.id if item.image else None)["first_stage"]["hits"]
+    assert [hit["image"] for hit in named] == [None, "x/it-cat", "x/i-cat"]
+    assert not any("image_file" in hit for hit in data["first_stage"]["hits"])  # no absolute path by default
 
 
 def test_rerank_off_and_filtered_mode(pipeline):

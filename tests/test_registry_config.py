@@ -94,3 +94,14 @@ def test_import_mmembed_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_register_instance_serves_a_built_object_whatever_the_options():
+    registry: Registry[Counter] = Registry("widget")
+    built = Counter(BackendInfo("fake", "x:y", ""), size=7)
+    registry.register_instance("fake", built, "a fake widget")
+    assert registry.get("fake") is built and registry.get("fake", device="cpu") is built
+    assert registry.info("fake").description == "a fake widget"
+    assert registry.unavailable_reason("fake") is None and registry.names() == ["fake"]
+    with pytest.raises(ValueError, match="widget 'fake' is registered twice"):
+        registry.register_instance("fake", built)

@@ -53,7 +53,7 @@ def test_text_over_the_models_limit_is_truncated_with_a_note(state):
         def describe_query(self, query):
             return QueryInfo(instruction="Find an image.", notes=("text truncated to 77 tokens",))
 
-    state._injected_embedders["truncating"] = Truncating(VOCAB, text_bias=0.8, name="truncating")
+    state.embedders.register_instance("truncating", Truncating(VOCAB, text_bias=0.8, name="truncating"))
     out = search(state, "cat " * 300, embedder="truncating")
     assert out["notes"] == ["text truncated to 77 tokens"]
     assert out["instruction"] == "Find an image."
@@ -167,8 +167,8 @@ def test_text_and_bad_image_reports_the_image(state, tmp_path):
 
 def test_error_shown_in_the_page_is_escaped():
     gr = pytest.importorskip("gradio")
-    from mmembed.ui.layout import _user_error
+    from mmembed.ui.events import user_error
 
-    error = _user_error(h.UserInputError("bad <img src=x onerror=alert(1)>.png"))
+    error = user_error(h.UserInputError("bad <img src=x onerror=alert(1)>.png"))
     assert isinstance(error, gr.Error)
     assert error.message == "bad &lt;img src=x onerror=alert(1)&gt;.png"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from ui_helpers import TargetAwareReranker, make_state
+from ui_helpers import TargetAwareReranker, make_state, registry
 
 CHROMIUM = Path(os.environ.get("MMEMBED_CHROMIUM", "/usr/bin/chromium"))
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
@@ -25,10 +25,11 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright i
 def app_url(tmp_path_factory):
     from mmembed.ui import build_demo, launch_options
     from mmembed.ui.examples import Example
-    from mmembed.ui.state import BackendChoice
+    from mmembed.ui.state import BackendChoice, DemoState
 
     state = make_state(tmp_path_factory.mktemp("ui-browser"))
-    state._injected_rerankers = {"target-aware": TargetAwareReranker()}
+    state = DemoState(state.settings, corpus=state.corpus, embedders=state.embedders,
+                      rerankers=registry("reranker", **{"target-aware": TargetAwareReranker()}))
     query_image = state.corpus_root() / "queries" / "dog_query.png"  # query images live with the corpus
     query_image.parent.mkdir()
     Image.new("RGB", (40, 30), (90, 90, 90)).save(query_image)

@@ -7,21 +7,22 @@ from pathlib import Path
 
 import pytest
 from fakes import KeywordEmbedder
-from ui_helpers import VOCAB, TargetAwareReranker, make_state
+from ui_helpers import VOCAB, TargetAwareReranker, make_state, registry
 
 from mmembed.config import Settings
 from mmembed.corpus import load_mbeir_jsonl
+from mmembed.types import MMEmbedError
 from mmembed.ui import handlers as h
 from mmembed.ui.examples import load_examples
 from mmembed.ui.plot import mix_frame, render_mix_chart, stage_order
 from mmembed.ui.render import render_bias_summary, render_column, render_details, render_status
-from mmembed.ui.state import BackendNotUsable, DemoState
+from mmembed.ui.state import BackendNotUsable, DemoState, parse_licences
 
 
 @pytest.fixture
 def state(tmp_path):
     state = make_state(tmp_path)
-    state._injected_rerankers["target-aware"] = TargetAwareReranker()
+    state.rerankers.register_instance("target-aware", TargetAwareReranker())
     return state
 
 
@@ -86,8 +87,8 @@ def test_filtered_mode_returns_only_the_target(state):
 def test_unavailable_reranker_explains_and_first_stage_still_works(tmp_path):
     corpus_path = make_state(tmp_path).settings.corpus
     settings = Settings(corpus=corpus_path, cache_dir=tmp_path / "cache", embedder="keyword")
-    state = DemoState(settings, corpus=load_mbeir_jsonl(corpus_path),
-                      embedders={"keyword": KeywordEmbedder(VOCAB, text_bias=0.8)})  # real reranker registry
+    state = DemoState(settings, corpus=load_mbeir_jsonl(corpus_path),  # the real reranker registry
+                      embedders=registry("embedder", keyword=KeywordEmbedder(VOCAB, text_bias=0.8)))
     out = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "smolvlm-256m")
     assert ids(out["first_stage"]) == ["t-cat", "it-cat", "t-cat-mat", "i-cat"]
     assert out["reranked"]["status"] == "unavailable"
@@ -104,7 +105,7 @@ def test_a_failing_reranker_does_not_break_the_query(state):
         def score(self, query, items, *, progress=None):
             raise RuntimeError("out of memory")
 
-    state._injected_rerankers["broken"] = Broken()
+    state.rerankers.register_instance("broken", Broken())
     out = h.search(state, "cat", None, "image", "natural", 2, True, "keyword", "broken")
     assert ids(out["first_stage"]) == ["t-cat", "it-cat"]
     assert out["reranked"]["status"] == "error"
@@ -112,7 +113,7 @@ def test_a_failing_reranker_does_not_break_the_query(state):
 
 
 def test_repeated_queries_are_served_from_the_result_cache(state):
-    embedder = state._injected_embedders["keyword"]
+    embedder = state.embedders.get("keyword")
     first = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
     calls = dict(embedder.calls)
     again = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
@@ -153,10 +154,10 @@ def test_export_writes_the_same_json_the_api_returns(state, tmp_path):
 
     scratch = Scratch(tmp_path / "export", 2**20)
     with pytest.raises(h.UserInputError, match="Run a search first"):
-        h.export_json(None, scratch)
+        h.export_json(state, None, scratch)
     request = h.parse_request("cat", None, "image", "natural", 4, "keyword", 6, state=state)
     session = h.second_stage(state, h.first_stage(state, request), "target-aware", True)
-    path = h.export_json(session, scratch)
+    path = h.export_json(state, session, scratch)
     assert path.parent == scratch.exports
     exported = json.loads(path.read_text(encoding="utf-8"))
     api = h.search(state, "cat", None, "image", "natural", 4, True, "keyword", "target-aware", 6)
@@ -251,8 +252,8 @@ def test_examples_cover_each_task_type_in_order(tmp_path):
 
 def test_missing_corpus_is_a_clear_error(tmp_path):
     state = DemoState(Settings(corpus=tmp_path / "nowhere" / "corpus.jsonl", cache_dir=tmp_path / "cache"),
-                      embedders={"keyword": KeywordEmbedder(VOCAB)})
-    with pytest.raises(h.MMEmbedError) as caught:
+                      embedders=registry("embedder", keyword=KeywordEmbedder(VOCAB)))
+    with pytest.raises(MMEmbedError) as caught:
         h.search(state, "cat", None, "image", "natural", 3, False, "keyword", None)
     assert str(caught.value) == ("The corpus could not be loaded (corpus.jsonl was not found or cannot be read); set "
                                  "MMEMBED_CORPUS to a corpus.jsonl. The server log has the details.")  # no path
@@ -267,23 +268,24 @@ def test_real_mllm_reranker_class_with_a_tiny_checkpoint(state, tmp_path):
     from mmembed.rerankers.mllm import MLLMReranker
 
     folder = build_tiny_idefics3(tmp_path / "tiny-idefics3")
-    state._injected_rerankers["tiny-mllm"] = MLLMReranker(model_id=str(folder), device="cpu", batch_size=4,
-                                                          feature_cache_dir=tmp_path / "features")
+    state.rerankers.register_instance("tiny-mllm", MLLMReranker(model_id=str(folder), device="cpu", batch_size=4,
+                                                                feature_cache_dir=tmp_path / "features"))
     query_image = tmp_path / "cat_query.png"
     Image.new("RGB", (32, 32), (200, 120, 40)).save(query_image)
     steps = []
     request = h.parse_request("cat", str(query_image), "image", "natural", 4, "keyword", 6, state=state)
     session = h.first_stage(state, request)
-    out = h.second_stage(state, session, "tiny-mllm", True, progress=lambda d, t, desc: steps.append(desc))["payload"]
+    out = h.api_payload(state, h.second_stage(state, session, "tiny-mllm", True,
+                                              progress=lambda d, t, desc: steps.append(desc)))
     reranked = out["reranked"]
     assert reranked["status"] == "done", reranked["message"]
     assert len(reranked["hits"]) == 4 and [hit["rank"] for hit in reranked["hits"]] == [1, 2, 3, 4]
     assert all(0.0 <= hit["score"] <= 1.0 for hit in reranked["hits"])  # P("True")
     scores = [hit["score"] for hit in reranked["hits"]]
     assert scores == sorted(scores, reverse=True)
-    candidates = {item_id for item_id, _ in session["candidates"]}
+    candidates = {hit.item.id for hit in session.candidates}
     assert {hit["id"] for hit in reranked["hits"]} <= candidates
-    assert steps and steps[0] == "reranking 6 candidates"
+    assert steps[:2] == ["loading reranker tiny-mllm", "reranking 6 candidates"]
 
 
 def test_building_the_page_imports_no_torch(tmp_path):
@@ -343,7 +345,7 @@ def test_shipped_sample_corpus_licences_and_examples():
     root = settings.corpus.parent
     if not (root / "ATTRIBUTION.md").is_file() or not settings.queries or not settings.queries.is_file():
         pytest.skip("the sample corpus is not in this checkout")
-    licences = h.parse_licences((root / "ATTRIBUTION.md").read_text(encoding="utf-8"))
+    licences = parse_licences((root / "ATTRIBUTION.md").read_text(encoding="utf-8"))
     corpus_licences = {json.loads(line).get("license") for line in settings.corpus.read_text().splitlines() if line}
     assert corpus_licences <= set(licences)  # every item's licence has its full name in ATTRIBUTION.md
     examples = load_examples(settings.queries)
@@ -357,11 +359,11 @@ def test_first_query_loads_corpus_model_and_index_with_progress(tmp_path):
     state = make_state(tmp_path)
     steps: list[str] = []
     request = h.parse_request("cat", None, "image", "natural", 3, "keyword", state=state)
-    assert state._retrievers == {}  # nothing is loaded before the first query
+    assert "embedder:keyword" not in state.loaded()  # nothing is loaded before the first query
     h.first_stage(state, request, progress=lambda done, total, desc: steps.append(desc))
     assert steps[0].startswith("loading the corpus") and steps[1] == "loading embedder keyword"
     assert steps[2].startswith("indexing the corpus") and steps[-1] == "searching"
     steps.clear()
     h.first_stage(state, h.parse_request("dog", None, "image", "natural", 3, "keyword", state=state),
                   progress=lambda done, total, desc: steps.append(desc))
-    assert steps == ["searching"]  # loaded once, shared by every later query (and visitor)
+    assert steps == ["searching", "searching"]  # (0/1, 1/1) loaded once, shared by every later query and visitor

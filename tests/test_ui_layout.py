@@ -55,7 +55,7 @@ def test_unavailable_models_are_listed_marked_with_the_reason(tmp_path):
     assert rerankers["llava-next-7b"] == "⊘ llava-next-7b — needs a GPU"
     status = props(demo, "status")["value"]
     assert "Using the offline model &#x27;mmembed-mini&#x27; because the configured embedder" in status
-    assert state._corpus is None and state._retrievers == {} and state._rerankers == {}  # nothing loaded yet
+    assert state.loaded() == []  # nothing loaded yet: no corpus, no model
 
 
 def test_rerank_is_chained_after_the_first_stage(built):

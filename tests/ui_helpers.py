@@ -14,6 +14,7 @@ from PIL import Image
 
 from mmembed.config import Settings
 from mmembed.corpus import load_mbeir_jsonl
+from mmembed.registry import Registry
 from mmembed.ui.state import DemoState
 
 VOCAB = ["cat", "dog", "apple", "violin", "mat", "boat"]
@@ -51,8 +52,16 @@ def make_state(tmp_path: Path, text_bias: float = 0.8) -> DemoState:
     settings = Settings(corpus=corpus_path, queries=tmp_path / "no-queries.jsonl", cache_dir=tmp_path / "cache",
                         embedder="keyword", reranker="fake-reranker", fallback_embedder="keyword", rerank_top_k=3)
     return DemoState(settings, corpus=load_mbeir_jsonl(corpus_path),
-                     embedders={"keyword": KeywordEmbedder(VOCAB, text_bias=text_bias)},
-                     rerankers={"fake-reranker": FakeReranker()})
+                     embedders=registry("embedder", keyword=KeywordEmbedder(VOCAB, text_bias=text_bias)),
+                     rerankers=registry("reranker", **{"fake-reranker": FakeReranker()}))
+
+
+def registry(kind: str, **backends: object) -> Registry:
+    """A registry holding the given fakes by name (what a test's DemoState takes instead of the real ones)."""
+    found: Registry = Registry(kind)
+    for name, backend in backends.items():
+        found.register_instance(name, backend, f"test {kind}")
+    return found
 
 
 class TargetAwareReranker(FakeReranker):

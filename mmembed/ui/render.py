@@ -17,7 +17,6 @@ from typing import Any
 from mmembed.types import Modality
 
 THUMB_SIDE = 160
-SNIPPET_CHARS = 220
 
 # corpus-relative image path (a hit's "image") -> the file on the server, or None; see DemoState.image_file
 ImageFiles = Callable[[str | None], str | None]

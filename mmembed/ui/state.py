@@ -2,7 +2,8 @@
 
 Nothing heavy runs at import or while the page is built: the corpus, each embedder's index and each
 reranker load on the first query that needs them (with progress shown), so the server itself starts
-in seconds. Tests inject fakes through `DemoState(corpus=..., embedders=..., rerankers=...)`.
+in seconds. Backends come from registries (the global EMBEDDERS/RERANKERS by default); tests pass their
+own `Registry` with fakes (`Registry.register_instance`) as `DemoState(corpus=..., embedders=..., rerankers=...)`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +23,9 @@ from mmembed.types import MMEmbedError
 if TYPE_CHECKING:
     from mmembed.corpus import Corpus
     from mmembed.embedders.base import Embedder
+    from mmembed.pipeline import Pipeline
+    from mmembed.registry import Registry
     from mmembed.rerankers.base import Reranker
-    from mmembed.retriever import Retriever
     from mmembed.ui.files import CorpusFiles
 
 
@@ -73,16 +74,15 @@ class ResultCache:
 
 
 class DemoState:
-    """Corpus, retrievers (one per embedder) and rerankers, built once and shared by every session."""
+    """Corpus, pipelines (one per embedder) and rerankers, built once and shared by every session."""
 
     def __init__(self, settings: Settings | None = None, *, corpus: Corpus | None = None,
-                 embedders: Mapping[str, Embedder] | None = None,
-                 rerankers: Mapping[str, Reranker] | None = None) -> None:
+                 embedders: Registry[Embedder] | None = None, rerankers: Registry[Reranker] | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self._corpus = corpus
-        self._injected_embedders = dict(embedders) if embedders is not None else None
-        self._injected_rerankers = dict(rerankers) if rerankers is not None else None
-        self._retrievers: dict[str, tuple[Retriever, str | None]] = {}
+        self._embedders = embedders  # None: the global registries, imported on first use (they are light)
+        self._rerankers_registry = rerankers
+        self._pipelines: dict[str, Pipeline] = {}
         self._rerankers: dict[str, Reranker] = {}
         self._lock = threading.RLock()  # one model load at a time: two would only fight for 2 cores
         self.results = ResultCache()
@@ -91,19 +91,32 @@ class DemoState:
 
     # --- what can be chosen ---------------------------------------------------------------------------
 
-    def embedder_choices(self, *, check_gpu: bool = True) -> list[BackendChoice]:
-        if self._injected_embedders is not None:
-            return [BackendChoice(name) for name in self._injected_embedders]
-        from mmembed.embedders import EMBEDDERS
+    @property
+    def embedders(self) -> Registry[Embedder]:
+        if self._embedders is None:
+            from mmembed.embedders import EMBEDDERS
 
-        return self._choices(EMBEDDERS, check_gpu)
+            self._embedders = EMBEDDERS
+        return self._embedders
+
+    @property
+    def rerankers(self) -> Registry[Reranker]:
+        if self._rerankers_registry is None:
+            from mmembed.rerankers import RERANKERS
+
+            self._rerankers_registry = RERANKERS
+        return self._rerankers_registry
+
+    def loaded(self) -> list[str]:
+        """What has been loaded so far ("corpus", "embedder:<name>", "reranker:<name>"): nothing until a query."""
+        return ((["corpus"] if self._corpus is not None else [])
+                + [f"embedder:{name}" for name in self._pipelines] + [f"reranker:{name}" for name in self._rerankers])
+
+    def embedder_choices(self, *, check_gpu: bool = True) -> list[BackendChoice]:
+        return self._choices(self.embedders, check_gpu)
 
     def reranker_choices(self, *, check_gpu: bool = True) -> list[BackendChoice]:
-        if self._injected_rerankers is not None:
-            return [BackendChoice(name) for name in self._injected_rerankers]
-        from mmembed.rerankers import RERANKERS
-
-        return self._choices(RERANKERS, check_gpu)
+        return self._choices(self.rerankers, check_gpu)
 
     def _choices(self, registry: Any, check_gpu: bool) -> list[BackendChoice]:
         # device "auto" makes the registry import torch to look for a GPU: seconds of server start. While the
@@ -128,11 +141,7 @@ class DemoState:
         return usable[0], f"Using '{usable[0]}': neither '{wanted}' nor '{fallback}' is available here."
 
     def _needs_gpu(self, name: str) -> bool:
-        if self._injected_embedders is not None:
-            return False
-        from mmembed.embedders import EMBEDDERS
-
-        return name in EMBEDDERS.names() and EMBEDDERS.info(name).needs_gpu
+        return name in self.embedders.names() and self.embedders.info(name).needs_gpu
 
     def embedder_note(self, name: str) -> str | None:
         """Why `name` runs instead of the configured embedder, when the page picked it as the fallback."""
@@ -228,36 +237,30 @@ class DemoState:
         file = self.corpus_files().resolve(public)
         return str(file) if file is not None else None
 
-    def retriever(self, name: str, progress: ProgressFn | None = None) -> tuple[Retriever, str | None]:
-        """The retriever for embedder `name` (index built or loaded from cache once) and the fallback note."""
+    def pipeline(self, name: str, progress: ProgressFn | None = None) -> Pipeline:
+        """The pipeline for embedder `name` (its index built or loaded from cache once), shared by every visitor."""
         with self._lock:
-            if name not in self._retrievers:
+            if name not in self._pipelines:
+                from mmembed.pipeline import Pipeline
                 from mmembed.retriever import Retriever, load_embedder_with_fallback
 
                 report(progress, 0, 3, f"loading the corpus ({self.settings.corpus.name})")
                 corpus = self.corpus
                 report(progress, 1, 3, f"loading embedder {name}")
-                if self._injected_embedders is not None:
-                    embedder, note = self._injected_embedders[name], None
-                else:
-                    embedder, note = load_embedder_with_fallback(self.settings, name)
+                embedder, note = load_embedder_with_fallback(self.settings, name, self.embedders)
                 report(progress, 2, 3, "indexing the corpus (cached on disk after the first run)")
                 retriever = Retriever(corpus, embedder, cache_dir=self.settings.cache_dir,
                                       index_type=self.settings.index_type)
                 retriever.ensure_index(progress)
-                self._retrievers[name] = (retriever, note)
-            return self._retrievers[name]
+                self._pipelines[name] = Pipeline(retriever, embedder_note=note or self.embedder_note(name))
+            return self._pipelines[name]
 
     def reranker(self, name: str, progress: ProgressFn | None = None) -> Reranker:
+        """The reranker `name` from the registry, created once (its weights load on first use)."""
         with self._lock:
             if name not in self._rerankers:
-                if self._injected_rerankers is not None:
-                    self._rerankers[name] = self._injected_rerankers[name]
-                else:
-                    from mmembed.rerankers import RERANKERS
-
-                    report(progress, 0, 1, f"loading reranker {name}")
-                    self._rerankers[name] = RERANKERS.get(name, device=self.settings.device)
+                report(progress, 0, 1, f"loading reranker {name}")
+                self._rerankers[name] = self.rerankers.get(name, device=self.settings.device)
             return self._rerankers[name]
 
 

@@ -1,0 +1,142 @@
+"""The page's components, built in two groups: the query inputs and the results area.
+
+Each builder returns a small dataclass of the components it made, so `mmembed.ui.layout` can wire events
+by name. No event is attached here and nothing is loaded: building the page stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from mmembed.ui import handlers as h
+from mmembed.ui.events import FIRST_PLACEHOLDER, SECOND_PLACEHOLDER, user_error
+from mmembed.ui.plot import render_mix_chart
+from mmembed.ui.render import render_column, render_details
+from mmembed.ui.state import DemoState
+
+
+def query_image_component(**kwargs: Any) -> gr.Image:
+    """gr.Image that hands over the uploaded file untouched, so `load_image` (not Gradio's PIL.open)
+    decodes it: a zero-byte, corrupt or bomb upload then gets our clear message instead of a crash.
+
+    The override is set on the instance: a gr.Image subclass would make Gradio write a .pyi stub into
+    this package at import time.
+    """
+    from gradio.image_utils import preprocess_image
+
+    component = gr.Image(**kwargs)
+
+    def preprocess(payload: Any) -> str | None:
+        if payload is None:
+            return None
+        if payload.path is not None and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        try:  # pasted images may arrive as data: URLs; let Gradio write them to a file
+            return preprocess_image(payload, cache_dir=component.GRADIO_CACHE, format="png", image_mode=None,
+                                    type="filepath")
+        except Exception as exc:
+            # PIL's own words name a buffer's memory address: say what is wrong in ours instead.
+            raise user_error("The pasted image can't be used: it is not a PNG, JPEG, GIF, WebP or BMP image "
+                             "that can be decoded. Paste or upload another one.", "image paste") from exc
+
+    component.preprocess = preprocess  # type: ignore[method-assign]
+    return component
+
+
+@dataclass
+class Inputs:
+    """The query form: what the visitor searches with, and with which models."""
+
+    text: gr.Textbox
+    image: gr.Image
+    target: gr.Radio
+    mode: gr.Radio
+    top_k: gr.Slider
+    rerank_on: gr.Checkbox
+    embedder: gr.Dropdown
+    reranker: gr.Dropdown
+    depth: gr.Slider
+    search: gr.Button
+
+    def search_args(self) -> list[Any]:
+        """The first stage's inputs, in `DemoEvents.first`'s order."""
+        return [self.text, self.image, self.target, self.mode, self.top_k, self.embedder, self.depth]
+
+
+def build_inputs(state: DemoState, default_embedder: str) -> Inputs:
+    settings = state.settings
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            text = gr.Textbox(label="Text query", placeholder="e.g. a red apple on a table", lines=2, max_lines=6,
+                              max_length=h.MAX_QUERY_CHARS, elem_id="query-text")
+            image = query_image_component(label="Image query (optional: upload, paste or webcam)", type="filepath",
+                                          sources=["upload", "clipboard", "webcam"], height=210, elem_id="query-image")
+        with gr.Column(scale=2):
+            target = gr.Radio(list(h.TARGETS), value="image", label="Retrieve (target modality)", elem_id="target")
+            mode = gr.Radio([("natural: rank the whole pool", "natural"),
+                             ("filtered: only the target modality", "filtered")],
+                            value="natural", label="Mode", elem_id="mode")
+            top_k = gr.Slider(1, h.MAX_TOP_K, value=settings.top_k, step=1, label="top-k", elem_id="top-k")
+            rerank_on = gr.Checkbox(value=True, label="Rerank with an MLLM", elem_id="rerank-on")
+            with gr.Accordion("Models", open=False):
+                embedder = gr.Dropdown([(c.label, c.name) for c in state.embedder_choices(check_gpu=False)],
+                                       value=default_embedder, label="Embedder (first stage)", elem_id="embedder")
+                reranker = gr.Dropdown([(c.label, c.name) for c in state.reranker_choices(check_gpu=False)],
+                                       value=state.default_reranker(), label="Reranker (second stage)",
+                                       elem_id="reranker")
+                depth = gr.Slider(1, h.MAX_TOP_K, value=settings.rerank_top_k, step=1,
+                                  label="Candidates to rerank (at least top-k)", elem_id="depth")
+            search = gr.Button("Search", variant="primary", elem_id="search-btn")
+    return Inputs(text, image, target, mode, top_k, rerank_on, embedder, reranker, depth, search)
+
+
+@dataclass
+class Results:
+    """Both ranked columns, the modality-mix plot and summary, the detail view, export and JSON."""
+
+    first: gr.HTML
+    second: gr.HTML
+    plot: gr.HTML
+    bias: gr.HTML
+    pick: gr.Dropdown
+    clicked: gr.Textbox
+    details: gr.HTML
+    detail_image: gr.Image
+    export: gr.Button
+    download: gr.DownloadButton
+    json_view: gr.JSON
+
+
+def build_results() -> Results:
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            gr.HTML('<h3 class="mm-coltitle">① First-stage retrieval</h3>')
+            first = gr.HTML(render_column(None, "", placeholder=FIRST_PLACEHOLDER, stage_id="first"),
+                            elem_id="first-stage")
+        with gr.Column():
+            gr.HTML('<h3 class="mm-coltitle">② After MLLM reranking</h3>')
+            second = gr.HTML(render_column(None, "", placeholder=SECOND_PLACEHOLDER, stage_id="reranked"),
+                             elem_id="reranked")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            plot = gr.HTML(render_mix_chart(None), elem_id="mix-plot")
+        with gr.Column(scale=2):
+            bias = gr.HTML(elem_id="bias-summary")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            pick = gr.Dropdown([], label="Inspect a result (or click a card above)", elem_id="inspect")
+            clicked = gr.Textbox(visible="hidden", elem_id="clicked-id")  # set by CARD_CLICK_JS
+            details = gr.HTML(render_details(None), elem_id="details")
+        with gr.Column(scale=2):
+            detail_image = gr.Image(label="Full image", type="pil", interactive=False, visible=False, height=320,
+                                    elem_id="detail-image")
+    with gr.Row():
+        export = gr.Button("Export results (JSON)", interactive=False, elem_id="export")
+        # filled by `DemoEvents.export` on request, then clicked by script: its click downloads the file
+        download = gr.DownloadButton("Download", value=None, visible="hidden", elem_id="export-file")
+    with gr.Accordion("JSON: the object the `search` API returns", open=False):
+        json_view = gr.JSON(elem_id="json-view")
+    return Results(first, second, plot, bias, pick, clicked, details, detail_image, export, download, json_view)
