@@ -56,7 +56,7 @@ def served(tmp_path_factory):
     (repo / ".git").mkdir()
     (repo / ".git" / "config").write_text("[core]\n")
     _png(repo / "images" / "unreferenced.png")  # an image no item names is not served either
-    state._injected_embedders["broken"] = BrokenEmbedder(VOCAB, name="broken")  # a fault of the program
+    state.embedders.register_instance("broken", BrokenEmbedder(VOCAB, name="broken"), "a fault of the program")
     scratch = tmp / "gradio-scratch"  # Gradio's upload folder, read when the Blocks and the app are made
     saved = {key: os.environ.get(key) for key in ("GRADIO_TEMP_DIR", "MMEMBED_UI_DISK_MB")}
     os.environ["GRADIO_TEMP_DIR"] = str(scratch)
