@@ -49,7 +49,10 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 SHARD_SIZE = 256
-INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+# ivfpq-disk: for pools larger than RAM (mmembed.disk_index): lists and vectors stay on disk.
+INDEX_TYPES = ("flat", "hnsw", "ivfpq", "ivfpq-disk")
+# The disk index encodes this many cache shards at a time (~100k items): few, large shard files to merge.
+DISK_SHARD_FACTOR = 400
 VERIFY_MODES = ("background", "sync", "size")
 # The FAISS class each index type is saved as (read_index returns it): another class is another index.
 _FAISS_CLASSES = {"flat": {"IndexFlatIP", "IndexFlat"}, "hnsw": {"IndexHNSWFlat"}, "ivfpq": {"IndexRefineFlat"}}
@@ -73,11 +76,16 @@ SUBSET_EXACT_MAX = 50_000
 IVFPQ_MIN_ITEMS = 1000
 
 
+def modality_code(modality: Modality) -> int:
+    """The int8 code a modality has in an index's per-row modality array."""
+    return _MODALITY_CODES[modality]
+
+
 def effective_index_type(index_type: str, n: int) -> str:
     """The index type actually built for `n` vectors: ivfpq on a tiny pool becomes exact (flat)."""
     if index_type not in INDEX_TYPES:
         raise ValidationError(f"unknown index type {index_type!r}; use one of: {', '.join(INDEX_TYPES)}")
-    if index_type == "ivfpq" and n < IVFPQ_MIN_ITEMS:
+    if index_type in ("ivfpq", "ivfpq-disk") and n < IVFPQ_MIN_ITEMS:
         warnings.warn(f"ivfpq needs at least {IVFPQ_MIN_ITEMS} items to train; the {n}-item pool uses exact "
                       "(flat) search instead", stacklevel=3)
         return "flat"
@@ -230,6 +238,16 @@ def _fingerprint(embedder: Embedder, corpus: Corpus, **extra: Any) -> dict[str, 
     }
 
 
+def embedding_fingerprint(corpus: Corpus, embedder: Embedder, shard_size: int = SHARD_SIZE) -> dict[str, Any]:
+    """What the embedding shards of (corpus, embedder) must have been made from to be reused."""
+    return _fingerprint(embedder, corpus, shard_size=shard_size)
+
+
+def shard_bounds(n_items: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
+    """(start, stop) item rows of each embedding shard."""
+    return [(start, min(start + shard_size, n_items)) for start in range(0, n_items, shard_size)]
+
+
 class CacheWrites:
     """Writes to one cache folder that stop, with ONE warning, at the first that fails (read-only, full disk).
 
@@ -259,6 +277,56 @@ class CacheWrites:
         self(lambda: path.unlink(missing_ok=True))
 
 
+def prepare_embedding_cache(corpus: Corpus, embedder: Embedder, folder: Path,
+                            shard_size: int = SHARD_SIZE, writes: CacheWrites | None = None) -> dict[str, Any]:
+    """Check the shard cache's fingerprint; shards of another model or corpus version are removed (warning).
+
+    Returns the expected fingerprint. In a distributed build only rank 0 calls this, before any rank writes.
+    """
+    writes = writes or CacheWrites(folder)
+    shard_dir = folder / "embeddings"
+    expected = embedding_fingerprint(corpus, embedder, shard_size)
+    stored = read_json(shard_dir / "fingerprint.json")
+    if stored is not None and stored != expected:
+        warnings.warn(f"embedding cache {shard_dir} was made by another model or corpus version; re-embedding",
+                      IndexCacheWarning, stacklevel=3)
+        for old in [*shard_dir.glob("shard-*.npy"), *shard_dir.glob("shard-*.json")]:
+            writes.remove(old)
+    if stored != expected:
+        writes(atomic_write_json, shard_dir / "fingerprint.json", expected)
+    return expected
+
+
+def embed_shard(corpus: Corpus, embedder: Embedder, folder: Path, shard: int,
+                expected: dict[str, Any], writes: CacheWrites | None = None) -> np.ndarray:
+    """The vectors of one shard: read from the cache when valid (its checksum included), else embedded and
+    saved atomically with its size and checksum."""
+    import numpy as np
+
+    shard_size, dim = expected["shard_size"], expected["dim"]
+    items = corpus.items
+    start, stop = shard * shard_size, min((shard + 1) * shard_size, len(items))
+    path = folder / "embeddings" / f"shard-{shard:05d}.npy"
+    vectors = _load_shard(path, stop - start, dim)
+    if vectors is not None:
+        return vectors
+    try:
+        vectors = np.asarray(embedder.embed_items(items[start:stop]), dtype=np.float32)
+    except ImageLoadError as exc:
+        # Say which items, and that finished shards are kept: fix the file, rerun, it resumes here.
+        raise ValidationError(
+            f"corpus {corpus.name!r}, items {start + 1}-{stop} ({items[start].id} .. {items[stop - 1].id}): "
+            f"{exc}; the {shard} finished shard(s) are kept and a rerun resumes here") from exc
+    if vectors.shape != (stop - start, dim):
+        raise MMEmbedError(f"embedder {embedder.name!r} returned shape {vectors.shape}, "
+                           f"expected ({stop - start}, {dim})")
+    writes = writes or CacheWrites(folder)
+    # the checksum goes last: a shard without one is not trusted (see _load_shard)
+    if writes(atomic_save_npy, path, vectors):
+        writes(atomic_write_json, _shard_record_path(path), file_record(path))
+    return vectors
+
+
 def embed_corpus(corpus: Corpus, embedder: Embedder, folder: Path, *,
                  progress: ProgressFn | None = None, shard_size: int = SHARD_SIZE,
                  writes: CacheWrites | None = None) -> np.ndarray:
@@ -269,41 +337,12 @@ def embed_corpus(corpus: Corpus, embedder: Embedder, folder: Path, *,
     import numpy as np
 
     writes = writes or CacheWrites(folder)
-    shard_dir = folder / "embeddings"
-    expected = _fingerprint(embedder, corpus, shard_size=shard_size)
-    stored = read_json(shard_dir / "fingerprint.json")
-    if stored is not None and stored != expected:
-        warnings.warn(f"embedding cache {shard_dir} was made by another model or corpus version; re-embedding",
-                      IndexCacheWarning, stacklevel=3)
-        for old in [*shard_dir.glob("shard-*.npy"), *shard_dir.glob("shard-*.json")]:
-            writes.remove(old)
-    if stored != expected:
-        writes(atomic_write_json, shard_dir / "fingerprint.json", expected)
-
-    items = corpus.items
-    n_shards = (len(items) + shard_size - 1) // shard_size
+    expected = prepare_embedding_cache(corpus, embedder, folder, shard_size, writes)
     shards: list[np.ndarray] = []
-    report(progress, 0, len(items), "embedding corpus")
-    for shard in range(n_shards):
-        start, stop = shard * shard_size, min((shard + 1) * shard_size, len(items))
-        path = shard_dir / f"shard-{shard:05d}.npy"
-        vectors = _load_shard(path, stop - start, expected["dim"])
-        if vectors is None:
-            try:
-                vectors = np.asarray(embedder.embed_items(items[start:stop]), dtype=np.float32)
-            except ImageLoadError as exc:
-                # Say which items, and that finished shards are kept: fix the file, rerun, it resumes here.
-                raise ValidationError(
-                    f"corpus {corpus.name!r}, items {start + 1}-{stop} ({items[start].id} .. {items[stop - 1].id}): "
-                    f"{exc}; the {shard} finished shard(s) are kept and a rerun resumes here") from exc
-            if vectors.shape != (stop - start, expected["dim"]):
-                raise MMEmbedError(f"embedder {embedder.name!r} returned shape {vectors.shape}, "
-                                   f"expected ({stop - start}, {expected['dim']})")
-            # the checksum goes last: a shard without one is not trusted (see _load_shard)
-            if writes(atomic_save_npy, path, vectors):
-                writes(atomic_write_json, _shard_record_path(path), file_record(path))
-        shards.append(vectors)
-        report(progress, stop, len(items), "embedding corpus")
+    report(progress, 0, len(corpus), "embedding corpus")
+    for shard, (_, stop) in enumerate(shard_bounds(len(corpus), shard_size)):
+        shards.append(embed_shard(corpus, embedder, folder, shard, expected, writes))
+        report(progress, stop, len(corpus), "embedding corpus")
     if not shards:
         return np.zeros((0, expected["dim"]), dtype=np.float32)
     return np.concatenate(shards)
@@ -355,6 +394,8 @@ def load_or_build_index(corpus: Corpus, embedder: Embedder, cache_dir: Path, *, 
         raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
     index_type = effective_index_type(index_type, len(corpus))
     folder = cache_folder(cache_dir, corpus.name, embedder.name, embedder.fingerprint)
+    if index_type == "ivfpq-disk":
+        return build_or_open_disk_index(corpus, embedder, folder, progress=progress)
     expected = _fingerprint(embedder, corpus, index_type=index_type)
     loaded = None if rebuild else _load_index(folder, index_type, expected, corpus, verify)
     if loaded is not None:
@@ -458,3 +499,32 @@ def _structure_problem(faiss_index: Any, index_type: str, expected: dict[str, An
     if kind not in _FAISS_CLASSES[index_type]:
         return f"is a {kind}, not a {index_type} index"
     return None
+
+
+def build_or_open_disk_index(corpus: Corpus, embedder: Embedder, folder: Path, *,
+                             progress: ProgressFn | None = None) -> Any:
+    """The on-disk IVF-PQ index of the corpus (mmembed.disk_index), built from the embedding shard cache
+    without ever holding all vectors in memory: shards are embedded (or found cached) one at a time, then
+    read back a group at a time for training and encoding."""
+    import numpy as np
+
+    from mmembed.disk_index import build_disk_index
+
+    expected = prepare_embedding_cache(corpus, embedder, folder)
+    bounds = shard_bounds(len(corpus))
+    report(progress, 0, len(corpus), "embedding corpus")
+    for shard, (_, stop) in enumerate(bounds):
+        embed_shard(corpus, embedder, folder, shard, expected)  # cached: later reads are from disk
+        report(progress, stop, len(corpus), "embedding corpus")
+
+    def read_group(group: int) -> np.ndarray:
+        first = group * DISK_SHARD_FACTOR
+        return np.concatenate([embed_shard(corpus, embedder, folder, shard, expected)
+                               for shard in range(first, min(first + DISK_SHARD_FACTOR, len(bounds)))])
+
+    codes = np.array([_MODALITY_CODES[item.modality] for item in corpus], dtype=np.int8)
+    disk = build_disk_index(folder / "index-ivfpq-disk", count=len(corpus), dim=expected["dim"],
+                            shard_size=SHARD_SIZE * DISK_SHARD_FACTOR, read_shard=read_group, modalities=codes,
+                            fingerprint=_fingerprint(embedder, corpus, index_type="ivfpq-disk"), progress=progress)
+    disk.ids = [item.id for item in corpus]
+    return disk

@@ -72,13 +72,12 @@ class Retriever:
         A cached index is served while its checksum is verified in the background; if that check fails,
         the next call rebuilds it (with a warning) before answering.
         """
-        index = self._index
-        if index is not None and (index.check is None or not index.check.done or index.check.problem is None):
+        if self._index is not None and not _check_failed(self._index):
             return
         with self._lock:
             if self._index is None:
                 self._index = self._load(progress)
-            elif self._index.check is not None and self._index.check.done and self._index.check.problem:
+            elif _check_failed(self._index):
                 self._index = self._load(progress, failed=self._index)
 
     def _load(self, progress: ProgressFn | None, failed: VectorIndex | None = None) -> VectorIndex:
@@ -86,7 +85,7 @@ class Retriever:
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", IndexCacheWarning)
-            if failed is not None and failed.check is not None:
+            if failed is not None and getattr(failed, "check", None) is not None:
                 warnings.warn(f"cached index {failed.check.path} {failed.check.problem}; rebuilding",
                               IndexCacheWarning, stacklevel=2)
             index = load_or_build_index(self.corpus, self.embedder, self.cache_dir, index_type=self.index_type,
@@ -126,6 +125,13 @@ class Retriever:
         hits = [Hit(items[int(row)], float(score), rank=0) for score, row in zip(scores[0], rows[0], strict=True)
                 if row >= 0]
         return [replace(hit, rank=rank) for rank, hit in enumerate(hits, start=1)]
+
+
+def _check_failed(index: Any) -> bool:
+    """Whether `index` came from the cache and its background checksum verification found it damaged
+    (an on-disk IVF-PQ index has no such check: it has none of this attribute)."""
+    check = getattr(index, "check", None)
+    return check is not None and check.done and check.problem is not None
 
 
 def embedder_options(settings: Settings, name: str, registry: Registry[Embedder] | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("search", "index", "eval", "prefetch", "train")
+SUBCOMMAND_MODULES = ("search", "index", "eval", "prefetch", "train", "finetune")
 
 
 def build_parser() -> argparse.ArgumentParser:

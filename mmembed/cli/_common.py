@@ -19,8 +19,9 @@ def add_retrieval_args(parser: argparse.ArgumentParser) -> None:
                         "(default: the sample corpus, or $MMEMBED_CORPUS)")
     parser.add_argument("--embedder", default=None, help="embedder name (default clip-b32, or $MMEMBED_EMBEDDER); "
                         "falls back to the offline mmembed-mini when its weights cannot be had")
-    parser.add_argument("--index-type", choices=["flat", "hnsw", "ivfpq"], default=None,
-                        help="FAISS index: exact (flat, default) or approximate for large pools")
+    parser.add_argument("--index-type", choices=["flat", "hnsw", "ivfpq", "ivfpq-disk"], default=None,
+                        help="FAISS index: exact (flat, default), approximate for large pools (hnsw, ivfpq), "
+                        "or ivfpq-disk for pools larger than RAM")
     parser.add_argument("--cache-dir", type=Path, default=None, help="where indexes are cached ($MMEMBED_CACHE_DIR)")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     parser.add_argument("--image-root", type=Path, default=None,
@@ -28,8 +29,9 @@ def add_retrieval_args(parser: argparse.ArgumentParser) -> None:
                         "for the released M-BEIR, its top folder)")
 
 
-def build_retriever(args: argparse.Namespace, *, progress_bar: bool = True) -> Retriever:
-    """Settings from env + flags, embedder (with offline fallback, announced on stderr), corpus, index."""
+def build_retriever(args: argparse.Namespace, *, progress_bar: bool = True, build_index: bool = True) -> Retriever:
+    """Settings from env + flags, embedder (with offline fallback, announced on stderr), corpus, and the index
+    (unless build_index is False: a distributed build embeds its own shards first)."""
     from mmembed.config import Settings
     from mmembed.corpus import load_corpus
     from mmembed.progress import tqdm_progress
@@ -48,8 +50,9 @@ def build_retriever(args: argparse.Namespace, *, progress_bar: bool = True) -> R
         options = {"image_root": args.image_root} if args.image_root is not None else {}
         retriever = Retriever(load_corpus(settings.corpus, **options), embedder, cache_dir=settings.cache_dir,
                               index_type=settings.index_type)
-        with tqdm_progress(disable=not progress_bar) as progress:
-            retriever.ensure_index(progress)
+        if build_index:
+            with tqdm_progress(disable=not progress_bar) as progress:
+                retriever.ensure_index(progress)
     return retriever
 
 

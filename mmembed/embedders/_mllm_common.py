@@ -175,7 +175,8 @@ class MLLMEmbedder:
     #: bumped when prompts/pooling change, so cached vectors from an older format are not reused
     format_version = "1"
 
-    def __init__(self, info: BackendInfo, model_id: str | None, revision: str | None, batch_size: int) -> None:
+    def __init__(self, info: BackendInfo, model_id: str | None, revision: str | None, batch_size: int,
+                 adapter: str | None = None) -> None:
         if batch_size < 1:
             raise MMEmbedError(f"batch_size must be >= 1, got {batch_size}")
         self.info = info
@@ -185,6 +186,10 @@ class MLLMEmbedder:
             raise MMEmbedError(f"{info.name}: no model id given and the backend has no default")
         self.revision = revision if revision is not None else (info.revision if model_id is None else None)
         self.batch_size = batch_size
+        # A LoRA adapter folder (peft format) trained by `mmembed finetune`, applied on top of the weights.
+        self.adapter = str(Path(adapter).expanduser().resolve()) if adapter else None
+        if self.adapter and not (Path(self.adapter) / "adapter_config.json").is_file():
+            raise MMEmbedError(f"{info.name}: no LoRA adapter (adapter_config.json) in {self.adapter}")
         self._lock = threading.RLock()
         self._loaded = False
         self._encode = gpu(self._encode_batch)
@@ -214,12 +219,16 @@ class MLLMEmbedder:
     # -- the Embedder protocol ------------------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:
-        return f"{self.name}:{self.model_id}@{self.revision or 'default'}:fmt{self.format_version}{self._settings()}"
+        adapter = f":lora-{adapter_digest(Path(self.adapter))}" if self.adapter else ""
+        return (f"{self.name}:{self.model_id}@{self.revision or 'default'}:fmt{self.format_version}"
+                f"{self._settings()}{adapter}")
 
     def ensure_loaded(self) -> None:
         with self._lock:
             if not self._loaded:
                 self._load()
+                if self.adapter:
+                    apply_lora_adapter(self._model, Path(self.adapter))
                 self._loaded = True
 
     def embed_items(self, items: Sequence[Item], *, progress: ProgressFn | None = None) -> np.ndarray:
@@ -249,3 +258,40 @@ class MLLMEmbedder:
                 out[chunk] = self._encode([inputs[i] for i in chunk])
             report(progress, min(start + self.batch_size, len(order)), len(inputs), desc)
         return l2_normalize(out)
+
+
+def adapter_digest(folder: Path) -> str:
+    """Content hash of a LoRA adapter folder (config + weights): a retrained adapter re-embeds the corpus."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        path = folder / name
+        if path.is_file():
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def apply_lora_adapter(model: Any, folder: Path) -> None:
+    """Inject the LoRA layers described in `folder` into `model` and load their trained weights (strict)."""
+    import torch
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    config = LoraConfig.from_pretrained(str(folder))
+    inject_adapter_in_model(config, model)
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(model, weights)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise CheckpointMismatchError(f"LoRA adapter {folder}: tensors the model has no place for: "
+                                      f"{_summarise('unexpected', unexpected)}")
+    model.requires_grad_(False)
+    model.eval()
+    with torch.no_grad():  # keep the adapter in the model's dtype and device
+        first = next(model.parameters())
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.data = param.data.to(first.device, first.dtype)

@@ -253,11 +253,10 @@ class ClipEmbedder:
             out[both] = fuse_image_text(image_vectors[both], text_vectors[both])
         return l2_normalize(out)
 
-    def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        import torch
-
+    def text_inputs(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Model-ready tensors for get_text_features (also the fine-tuning path's, mmembed.train.backbone)."""
         source = self._get_source()
-        model = self._get_model()
+        self._get_model()  # sets the device
         tokenizer = self._get_processor().tokenizer
         pad_full = source.model_type in _PAD_TO_MAX_LENGTH
         encoded = tokenizer(
@@ -270,23 +269,36 @@ class ClipEmbedder:
         inputs = {"input_ids": encoded["input_ids"].to(self._device)}
         if not pad_full and "attention_mask" in encoded:
             inputs["attention_mask"] = encoded["attention_mask"].to(self._device)
-        with torch.inference_mode():
-            features = model.get_text_features(**inputs)
-        return l2_normalize(_tensor_of(features).float().cpu().numpy())
+        return inputs
 
-    def _encode_images(self, images: list[Any]) -> np.ndarray:
-        import torch
-
-        model = self._get_model()
-        pixels = self._get_processor().image_processor(images=images, return_tensors="pt")
+    def image_inputs(self, images: Sequence[Any]) -> dict[str, Any]:
+        """Model-ready tensors for get_image_features, from loaded PIL images."""
+        self._get_model()  # sets the device and dtype
+        pixels = self._get_processor().image_processor(images=list(images), return_tensors="pt")
         # CLIP/SigLIP give pixel_values; SigLIP 2 NaFlex adds pixel_attention_mask and spatial_shapes.
         inputs = {}
         for key, value in pixels.items():
             value = value.to(self._device)
             inputs[key] = value.to(self._dtype) if key == "pixel_values" else value
+        return inputs
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        model = self._get_model()
+        inputs = self.text_inputs(texts)
+        with torch.inference_mode():
+            features = model.get_text_features(**inputs)
+        return l2_normalize(feature_tensor(features).float().cpu().numpy())
+
+    def _encode_images(self, images: list[Any]) -> np.ndarray:
+        import torch
+
+        model = self._get_model()
+        inputs = self.image_inputs(images)
         with torch.inference_mode():
             features = model.get_image_features(**inputs)
-        return l2_normalize(_tensor_of(features).float().cpu().numpy())
+        return l2_normalize(feature_tensor(features).float().cpu().numpy())
 
 
 def _quantize_int8(model: Any) -> Any:
@@ -304,7 +316,7 @@ def _quantize_int8(model: Any) -> Any:
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def _tensor_of(features: Any) -> Any:
+def feature_tensor(features: Any) -> Any:
     """transformers 5 returns an output object (projected vectors in pooler_output); older ones a tensor."""
     if hasattr(features, "pooler_output"):
         return features.pooler_output

@@ -82,10 +82,11 @@ class GmeEmbedder(MLLMEmbedder):
         max_image_pixels: int = MAX_IMAGE_PIXELS,
         min_image_pixels: int = MIN_IMAGE_PIXELS,
         max_length: int = 1800,
+        adapter: str | None = None,
     ) -> None:
         from mmembed.devices import resolve_device
 
-        super().__init__(info, model_id, revision, batch_size)
+        super().__init__(info, model_id, revision, batch_size, adapter=adapter)
         if not PIXELS_PER_TOKEN <= min_image_pixels <= max_image_pixels:
             raise MMEmbedError(
                 f"need {PIXELS_PER_TOKEN} <= min_image_pixels <= max_image_pixels, got {min_image_pixels}, "

@@ -212,10 +212,11 @@ class MMEmbedEmbedder(MLLMEmbedder):
         batch_size: int = 8,
         force_cpu: bool = False,
         max_length: int = 512,
+        adapter: str | None = None,
     ) -> None:
         from mmembed.devices import resolve_device
 
-        super().__init__(info, model_id, revision, batch_size)
+        super().__init__(info, model_id, revision, batch_size, adapter=adapter)
         self.device = resolve_device(device)
         if self.device == "cpu" and not force_cpu:
             raise MMEmbedGPURequiredError(
