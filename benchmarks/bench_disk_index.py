@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folder = workdir / f"disk-{args.count}x{args.dim}"
     if args.build_threads:
         faiss.omp_set_num_threads(args.build_threads)
+    build_threads = faiss.omp_get_max_threads()
     pool = SyntheticPool(args.count, args.dim, args.shard_size, args.queries)
     # code 1 for every 4th row: a target modality that is a quarter of the pool, for filtered search
     modalities = (np.arange(args.count) % 4 == 0).astype(np.int8)
@@ -147,10 +148,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     disk = {p.name: round(p.stat().st_size / 2**20, 1) for p in folder.iterdir() if p.is_file()}
     meeting = [row for row in sweep if row["recall@10"] >= 0.90 and row["p50_ms"] <= 10]
     report = {
-        "benchmark": "bench_disk_index", "count": args.count, "dim": args.dim, "shard_size": args.shard_size,
+        "benchmark": "bench_disk_index", "smoke": bool(args.smoke), "count": args.count, "dim": args.dim,
+        "shard_size": args.shard_size,
         "nlist": args.nlist or default_nlist(args.count), "pq": f"{index.faiss_index.pq.M}x8" if hasattr(
             index.faiss_index, "pq") else None, "queries": args.queries,
-        "build_threads": args.build_threads or faiss.omp_get_max_threads(), "search_threads": args.search_threads,
+        "build_threads": build_threads, "search_threads": args.search_threads,
         "build": phases, "search": sweep, "disk_mb": disk, "peak_rss_mb": peak_rss_mb(),
         "loadavg_before_build": [round(x, 2) for x in load_before],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],

@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,22 @@ class DiskIndex:
         return faiss.IDSelectorBitmap(len(self.modalities), faiss.swig_ptr(bitmap))
 
 
+@contextmanager
+def _faiss_chatter_to_stderr() -> Iterator[None]:
+    """FAISS's C++ code prints notes ("resizing ...", "updating ondisk filename ...") on stdout, where they
+    would corrupt a CLI's or benchmark's JSON output: send file descriptor 1 to stderr meanwhile."""
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _files(folder: Path) -> dict[str, Path]:
     return {"meta": folder / "meta.json", "trained": folder / "trained.faiss", "shards": folder / "shards",
             "lists": folder / "lists.faiss", "ivfdata": folder / "lists.ivfdata", "vectors": folder / "vectors.f16",
@@ -289,7 +306,8 @@ def _merge(folder: Path, files: dict[str, Path], build: dict[str, Any], n_shards
         stale.unlink(missing_ok=True)
     index = faiss.read_index(str(files["trained"]))
     shard_files = [str(files["shards"] / f"shard-{shard:05d}.faiss") for shard in range(n_shards)]
-    merge_ondisk(index, shard_files, str(files["ivfdata"].resolve()))
+    with _faiss_chatter_to_stderr():
+        merge_ondisk(index, shard_files, str(files["ivfdata"].resolve()))
     atomic_write(files["lists"], lambda tmp: faiss.write_index(index, str(tmp)))
     meta = {"build": build, "complete": True}
     atomic_write_json(files["meta"], meta)
@@ -310,7 +328,8 @@ def _open(folder: Path, meta: dict[str, Any]) -> DiskIndex | None:
     try:
         # ONDISK_SAME_DIR: the lists file is looked up beside lists.faiss, so the folder can be moved.
         # (Not IO_FLAG_MMAP: with it FAISS 1.15 crashes searching OnDiskInvertedLists.)
-        index = faiss.read_index(str(files["lists"]), faiss.IO_FLAG_ONDISK_SAME_DIR)
+        with _faiss_chatter_to_stderr():
+            index = faiss.read_index(str(files["lists"]), faiss.IO_FLAG_ONDISK_SAME_DIR)
         modalities = np.load(files["modalities"], allow_pickle=False)
         vectors = np.memmap(files["vectors"], dtype=np.float16, mode="r", shape=(build["count"], build["dim"]))
     except (RuntimeError, OSError, ValueError) as exc:

