@@ -1,7 +1,7 @@
 """MLLM embedder speed on this machine's CPU, printed as JSON (figures, not tests).
 
-    nice .venv/bin/python benchmarks/bench_embed.py                 # GME-2B, 2 items per kind
-    nice .venv/bin/python benchmarks/bench_embed.py --n 4 --image-tokens 512
+    nice .venv/bin/python -m benchmarks.bench_embed                 # GME-2B, 2 items per kind
+    nice .venv/bin/python -m benchmarks.bench_embed --n 4 --image-tokens 512
 
 GME-2B: the full Qwen2-VL-2B architecture (values of Qwen/Qwen2-VL-2B-Instruct's config: text 1536
 wide, 28 layers, 12 heads / 2 KV heads, MLP 8960, vocab 151,936; vision 32 blocks of 1280, 16
@@ -19,7 +19,7 @@ float32/bfloat16 footprint against the RAM available; float32 (32.7 GB) cannot f
 (~17 GB) and one text candidate, one instructed text query and one image candidate (577 image
 positions through 32 Mistral-7B layers) go through `MMEmbedEmbedder`:
 
-    .venv/bin/python benchmarks/bench_embed.py --skip-gme --mm-embed
+    .venv/bin/python -m benchmarks.bench_embed --skip-gme --mm-embed
 """
 
 from __future__ import annotations
@@ -29,12 +29,9 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 QWEN2_VL_2B = {
     "architectures": ["Qwen2VLForConditionalGeneration"],
@@ -63,6 +60,11 @@ QWEN2_VL_2B = {
         "temporal_patch_size": 2,
     },
 }
+# --smoke: the same classes and code path at toy widths (2 layers, 64 wide); checks the script, measures nothing
+SMOKE_SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+               "vision_config": {**QWEN2_VL_2B["vision_config"], "depth": 2, "embed_dim": 64, "num_heads": 4,
+                                 "hidden_size": 64}}
 QWEN_SPECIALS = {  # Qwen2 ids
     "<|endoftext|>": 151643,
     "<|im_start|>": 151644,
@@ -82,8 +84,9 @@ TEXTS = [
 ]
 
 
-def write_gme_stub(folder: Path) -> None:
-    """config.json (full 2B values), a word-level tokenizer with Qwen's special ids, the image processor config."""
+def write_gme_stub(folder: Path, smoke: bool = False) -> None:
+    """config.json (full 2B values, or SMOKE_SIZES), a word-level tokenizer with Qwen's special ids, the image
+    processor config."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -103,6 +106,7 @@ def write_gme_stub(folder: Path) -> None:
     )
     config = {
         **QWEN2_VL_2B,
+        **(SMOKE_SIZES if smoke else {}),
         "image_token_id": 151655,
         "video_token_id": 151656,
         "vision_start_token_id": 151652,
@@ -143,7 +147,7 @@ def make_images(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def bench_gme(n: int, image_tokens: int, threads: int) -> dict:
+def bench_gme(n: int, image_tokens: int, threads: int, smoke: bool = False) -> dict:
     import torch
 
     import mmembed.embedders.gme as gme
@@ -153,7 +157,7 @@ def bench_gme(n: int, image_tokens: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_gme_stub(folder)
+        write_gme_stub(folder, smoke)
         images = make_images(folder, n)
         original = gme.load_weights_strict
         gme.load_weights_strict = random_fill
@@ -175,7 +179,7 @@ def bench_gme(n: int, image_tokens: int, threads: int) -> dict:
         params = sum(p.numel() for p in emb._model.parameters())
         result: dict = {
             "backend": "gme-2b",
-            "weights": "random (full Qwen2-VL-2B architecture)",
+            "weights": "random (toy widths: --smoke)" if smoke else "random (full Qwen2-VL-2B architecture)",
             "dtype": "float32",
             "parameters": params,
             "build_s": round(load_s, 1),
@@ -334,10 +338,15 @@ def main() -> int:
     parser.add_argument("--image-tokens", type=int, default=256, help="visual tokens per image (cap)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-gme", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="GME's code path at toy widths, one item per kind: checks the script, measures nothing")
     parser.add_argument("--mm-embed", action="store_true",
                         help="also time MM-Embed in bfloat16 with random weights (~17 GB RAM, minutes); run alone")
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.image_tokens, args.mm_embed = 1, 16, False
     out = {
+        "smoke": args.smoke,
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
@@ -349,7 +358,7 @@ def main() -> int:
     if args.mm_embed:
         out["mm_embed"]["timed"] = bench_mm_embed(args.threads)
     if not args.skip_gme:
-        out["gme"] = bench_gme(args.n, args.image_tokens, args.threads)
+        out["gme"] = bench_gme(args.n, args.image_tokens, args.threads, args.smoke)
     print(json.dumps(out, indent=2))
     return 0
 

@@ -4,9 +4,9 @@ Natural mode (the whole pool is ranked, no modality filter), the sample corpus's
 Recall@1/5/10 per task type and overall, and the wrong-modality rate in the top-1 and top-5 per target
 modality. Prints JSON, then a markdown table for the README.
 
-    .venv/bin/python benchmarks/bench_quality.py                      # models from build/mini (trained if absent)
-    .venv/bin/python benchmarks/bench_quality.py --models rand=DIR hard=DIR ct=DIR --json out.json
-    .venv/bin/python benchmarks/bench_quality.py --smoke              # shipped model, small slice: checks the script
+    .venv/bin/python -m benchmarks.bench_quality                      # models from build/mini (trained if absent)
+    .venv/bin/python -m benchmarks.bench_quality --models rand=DIR hard=DIR ct=DIR --json out.json
+    .venv/bin/python -m benchmarks.bench_quality --smoke              # shipped model, small slice: checks the script
 
 The corpus and queries are read by mmembed.corpus and scored by mmembed.metrics (the code `mmembed eval` and
 training validation use); the ranking is an exact inner-product search over the whole pool, which is what

@@ -1,6 +1,6 @@
 """Demo server figures as JSON: cold start of `python app.py` with a cached index, first and steady query latency.
 
-    python benchmarks/bench_ui.py [--corpus sample_corpus/corpus.jsonl] [--embedder mmembed-mini] [--queries 20]
+    python -m benchmarks.bench_ui [--corpus sample_corpus/corpus.jsonl] [--embedder mmembed-mini] [--queries 20]
 
 1. warm-up: start app.py once and run one query, so the corpus index is built and cached on disk;
 2. cold start: start app.py again and time until the page answers HTTP 200 (the issue's "< 10 s");
@@ -12,7 +12,7 @@
    SmolVLM-256M reranking the top 10;
 6. --progressive (alone): through the page's event functions, when the first reranked cards are ready
    after the first column (the reranked column fills batch by batch; issue 13.2's "<= 1 s"), and when the
-   final order is. `python benchmarks/bench_ui.py --progressive --queries 10 [--first-batch 2]`.
+   final order is. `python -m benchmarks.bench_ui --progressive --queries 10 [--first-batch 2]`.
 Timings depend on the machine's load; the JSON records the CPU count.
 """
 
@@ -31,7 +31,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 QUERIES = ["a cat", "a dog running on the beach", "a red apple", "how does a violin make sound?", "a boat at sea",
            "a bird in a tree", "a city at night", "mountains with snow", "a plate of food", "a person riding a bike"]
 
@@ -106,11 +105,9 @@ def bench_server(corpus: Path, embedder: str, n_queries: int, rerank: bool) -> d
 
 
 def bench_fakes(n_items: int, n_queries: int) -> dict:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from fakes import FakeReranker, KeywordEmbedder
-
     from mmembed.config import Settings
     from mmembed.corpus import Corpus
+    from mmembed.testing import FakeReranker, KeywordEmbedder
     from mmembed.types import Item
     from mmembed.ui import handlers as h
     from mmembed.ui.state import DemoState
@@ -133,21 +130,17 @@ def bench_fakes(n_items: int, n_queries: int) -> dict:
 def bench_full_size_reranker(corpus: Path, embedder: str, n_queries: int) -> dict:
     """In-process handler path with the real `embedder` and a full-size SmolVLM-256M architecture with random
     weights (built by bench_rerank.py; compute cost does not depend on weight values): top-10 rerank cost."""
-    import importlib.util
+    import torch
 
+    from benchmarks.bench_rerank import _random_smolvlm
     from mmembed.config import Settings
     from mmembed.corpus import load_corpus
     from mmembed.embedders import EMBEDDERS
     from mmembed.ui import handlers as h
     from mmembed.ui.state import DemoState
 
-    spec = importlib.util.spec_from_file_location("bench_rerank", ROOT / "benchmarks" / "bench_rerank.py")
-    bench_rerank = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_rerank)
-    import torch
-
     torch.set_num_threads(os.cpu_count() or 1)  # as the app runs: torch's default, all cores
-    reranker = bench_rerank._random_smolvlm()
+    reranker = _random_smolvlm()
     state = DemoState(Settings(corpus=corpus, cache_dir=Path(tempfile.mkdtemp()), embedder=embedder),
                       corpus=load_corpus(corpus),
                       embedders=_registry("embedder", EMBEDDERS.get(embedder, device="cpu")),
@@ -171,8 +164,9 @@ def bench_progressive(corpus: Path, embedder: str, n_queries: int, first_batch: 
     The reranker features of the candidates' images are computed first, as the app's background precompute
     does for the whole corpus (issue 13.1): what is timed is a visitor's query, not a cold feature cache.
     """
-    import importlib.util
+    import torch
 
+    from benchmarks.bench_rerank import _random_smolvlm
     from mmembed.config import Settings
     from mmembed.corpus import load_corpus
     from mmembed.embedders import EMBEDDERS
@@ -181,13 +175,8 @@ def bench_progressive(corpus: Path, embedder: str, n_queries: int, first_batch: 
     from mmembed.ui.scratch import Scratch
     from mmembed.ui.state import DemoState
 
-    spec = importlib.util.spec_from_file_location("bench_rerank", ROOT / "benchmarks" / "bench_rerank.py")
-    bench_rerank = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_rerank)
-    import torch
-
     torch.set_num_threads(os.cpu_count() or 1)  # as the app runs: torch's default, all cores
-    reranker = bench_rerank._random_smolvlm()
+    reranker = _random_smolvlm()
     reranker.batch_size = 8  # the app's default (bench_rerank scores its 10 candidates in one batch)
     pool = load_corpus(corpus)
     state = DemoState(Settings(corpus=corpus, cache_dir=Path(tempfile.mkdtemp()), embedder=embedder,
@@ -231,6 +220,8 @@ def bench_progressive(corpus: Path, embedder: str, n_queries: int, first_batch: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="the in-process fake path only, 200 items, 5 queries: checks the script, measures nothing")
     parser.add_argument("--corpus", type=Path, default=ROOT / "sample_corpus" / "corpus.jsonl")
     parser.add_argument("--embedder", default="mmembed-mini")
     parser.add_argument("--queries", type=int, default=20)
@@ -243,6 +234,9 @@ def main() -> int:
                         "full-size SmolVLM-256M), and nothing else")
     parser.add_argument("--first-batch", type=int, default=2, help="candidates in the first scored batch")
     args = parser.parse_args()
+    if args.smoke:  # starting the server twice alone takes longer than CI's budget for every smoke run
+        print(json.dumps({"smoke": True, "cpus": os.cpu_count(), "fakes": bench_fakes(200, 5)}, indent=2))
+        return 0
     if args.progressive:
         print(json.dumps({"cpus": os.cpu_count(), "progressive": bench_progressive(
             args.corpus.resolve(), args.embedder, args.queries, args.first_batch)}, indent=2))

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
-SAMPLE_CORPUS_DIR = PROJECT_DIR / "sample_corpus"
-ASSETS_DIR = PROJECT_DIR / "assets"
 
 
-def default_cache_dir() -> Path:
-    """Where indexes and embedding caches live: $MMEMBED_CACHE_DIR, else the user cache dir."""
+def _data_dir(name: str) -> Path:
+    """A top-level data folder of the repository (assets/, sample_corpus/). An installed wheel carries it
+    inside the package (mmembed/_data/<name>, see pyproject.toml); a checkout has it beside the package."""
+    installed = PACKAGE_DIR / "_data" / name
+    return installed if installed.is_dir() else PROJECT_DIR / name
+
+
+SAMPLE_CORPUS_DIR = _data_dir("sample_corpus")
+ASSETS_DIR = _data_dir("assets")
+
+
+CACHE_DIR_VAR = "MMEMBED_CACHE_DIR"
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where mmembed keeps everything it caches (indexes, embeddings, reranker image features):
+    $MMEMBED_CACHE_DIR, else the user cache dir. The one place that reads the variable."""
+    env = os.environ if environ is None else environ
+    if raw := env.get(CACHE_DIR_VAR, "").strip():
+        return Path(raw).expanduser()
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("mmembed"))
@@ -34,29 +52,33 @@ class Settings:
     # The first-stage embedder's: auto | float32 | float16 | bfloat16, or int8 (CLIP family, CPU). Rerankers use auto.
     dtype: str = "auto"
     index_type: str = "flat"  # flat | hnsw | ivfpq
-    batch_size: int = 32
+    # The first-stage embedder's batch size when embedding the corpus; None: the backend's own default
+    # (64 for mmembed-mini, 32 for the CLIP family, 4 for the 2B+ MLLM embedders).
+    batch_size: int | None = None
     top_k: int = 10
     rerank_top_k: int = 10
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Defaults, then MMEMBED_* variables, then explicit overrides that are not None."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        types = get_type_hints(cls)
+        values: dict[str, object] = {"cache_dir": default_cache_dir(env)}
         for f in fields(cls):
             raw = env.get(f"MMEMBED_{f.name.upper()}")
-            if raw is None or raw == "":
+            if f.name == "cache_dir" or raw is None or raw == "":
                 continue
-            values[f.name] = _convert(f.name, f.type, raw)
+            values[f.name] = _convert(f.name, types[f.name], raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(cls(), **values)
 
 
-def _convert(name: str, annotation: object, raw: str) -> object:
-    kind = str(annotation)
-    if "Path" in kind:
+def _convert(name: str, kind: object, raw: str) -> object:
+    """`raw` as the field's declared type (`int | None` converts like int)."""
+    options = [t for t in get_args(kind) if t is not type(None)] or [kind]
+    if Path in options:
         return Path(raw).expanduser()
-    if "int" in kind:
+    if int in options:
         try:
             return int(raw)
         except ValueError as exc:

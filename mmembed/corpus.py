@@ -231,18 +231,8 @@ def _strip_prefix(message: str) -> str:
     return message.split(": ", 1)[1] if message.startswith(("item ", "query")) and ": " in message else message
 
 
-def load_hf_dataset(
-    name_or_path: str | Path,
-    *,
-    image_column: str | None = "image",
-    text_column: str | None = "text",
-    id_column: str | None = None,
-    split: str = "train",
-) -> Corpus:
-    """A Hugging Face dataset (a `save_to_disk` folder, an imagefolder, or a hub name) as a Corpus.
-
-    Images stay PIL images in memory; rows whose text and image are both empty are reported, not dropped.
-    """
+def _open_dataset(name_or_path: str | Path, split: str) -> Any:
+    """The `split` of a `save_to_disk` folder, an imagefolder or a hub dataset; a clear error otherwise."""
     import datasets
 
     location = Path(name_or_path).expanduser()
@@ -261,6 +251,23 @@ def load_hf_dataset(
         if split not in dataset:
             raise ValidationError(f"dataset {name_or_path}: no split {split!r}; has {', '.join(dataset)}")
         dataset = dataset[split]
+    return dataset
+
+
+def load_hf_dataset(
+    name_or_path: str | Path,
+    *,
+    image_column: str | None = "image",
+    text_column: str | None = "text",
+    id_column: str | None = None,
+    split: str = "train",
+) -> Corpus:
+    """A Hugging Face dataset (a `save_to_disk` folder, an imagefolder, or a hub name) as a Corpus.
+
+    Images stay PIL images in memory; rows whose text and image are both empty are reported, not dropped.
+    """
+    location = Path(name_or_path).expanduser()
+    dataset = _open_dataset(name_or_path, split)
     columns = set(dataset.column_names)
     for role, column in (("image", image_column), ("text", text_column), ("id", id_column)):
         if column is not None and column not in columns:

@@ -8,6 +8,7 @@ message names the model and the exact command that downloads it for offline use.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from mmembed.types import MMEmbedError
@@ -77,3 +78,45 @@ def prefetch(repo_id: str, revision: str | None = None, allow_patterns: tuple[st
     if is_offline():
         raise WeightsNotAvailableError("cannot prefetch with HF_HUB_OFFLINE set; unset it and retry")
     return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(allow_patterns) or None))
+
+
+# Weight files up to this size are hashed whole; larger ones by their size plus evenly spaced blocks, so a
+# 16 GB checkpoint is identified in milliseconds. Retraining changes every block, so it is still caught.
+_FULL_HASH_BYTES = 64 * 1024 * 1024
+_SAMPLE_BLOCKS, _BLOCK_BYTES = 64, 64 * 1024
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def model_identity(path: str | Path) -> str:
+    """What a model folder's vectors depend on, for cache fingerprints (one rule for every backend).
+
+    An HF cache snapshot (…/snapshots/<commit>): the resolved commit, even when no revision was asked for,
+    so a new snapshot of the same hub id never reuses an old index. Any other folder:
+    "local-<hash>" of its JSON configs and its weights' content, so retraining into the same folder does.
+    """
+    path = Path(path).expanduser().resolve()
+    if path.parent.name == "snapshots" and len(path.name) == 40:
+        return path.name
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix == ".json" or p.name.endswith(
+        _WEIGHT_SUFFIXES)))
+    signature = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _content_identity(str(path), signature)
+
+
+@lru_cache(maxsize=64)
+def _content_identity(folder: str, signature: tuple[tuple[str, int, int], ...]) -> str:
+    """Hash of the files in `signature`; memoised on their names, sizes and mtimes (a retrain changes them)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, size, _mtime in signature:
+        digest.update(f"{name}\0{size}\0".encode())
+        with open(Path(folder) / name, "rb") as handle:
+            if size <= _FULL_HASH_BYTES:
+                for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                    digest.update(block)
+                continue
+            for i in range(_SAMPLE_BLOCKS):
+                handle.seek((size - _BLOCK_BYTES) * i // (_SAMPLE_BLOCKS - 1))
+                digest.update(handle.read(_BLOCK_BYTES))
+    return f"local-{digest.hexdigest()[:16]}"

@@ -47,6 +47,8 @@ class BackendInfo:
 
 
 class Registry(Generic[T]):
+    """Named backends of one kind, created lazily by name and cached per options."""
+
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._infos: dict[str, BackendInfo] = {}

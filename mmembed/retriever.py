@@ -135,16 +135,20 @@ def _check_failed(index: Any) -> bool:
 
 
 def embedder_options(settings: Settings, name: str, registry: Registry[Embedder] | None = None) -> dict[str, Any]:
-    """Constructor options for embedder `name` from `settings`: the device, and the dtype when one is set and
-    the backend takes one (mmembed-mini has a single float32 path; "int8" is the CLIP family's CPU option)."""
+    """Constructor options for embedder `name` from `settings`: the device, and the dtype and batch size when
+    they are set and the backend takes them (mmembed-mini has a single float32 path; "int8" is the CLIP
+    family's CPU option)."""
     import inspect
 
     from mmembed.embedders import EMBEDDERS
 
     registry = registry or EMBEDDERS
     options: dict[str, Any] = {"device": settings.device}
-    if settings.dtype != "auto" and "dtype" in inspect.signature(registry.factory(name)).parameters:
-        options["dtype"] = settings.dtype
+    chosen = {"dtype": None if settings.dtype == "auto" else settings.dtype, "batch_size": settings.batch_size}
+    chosen = {key: value for key, value in chosen.items() if value is not None}
+    if chosen:  # only then ask the registry: a backend registered as a built instance has no factory to inspect
+        accepted = inspect.signature(registry.factory(name)).parameters
+        options.update({key: value for key, value in chosen.items() if key in accepted})
     return options
 
 
@@ -174,7 +178,7 @@ def load_embedder_with_fallback(settings: Settings, name: str | None = None,
         note = f"'{wanted}' {why} ({exc}); using the offline model '{fallback}' shipped with mmembed instead"
         warnings.warn(note, stacklevel=2)
         try:
-            embedder = registry.get(fallback, device=settings.device)
+            embedder = registry.get(fallback, **embedder_options(settings, fallback, registry))
         except MMEmbedError as fallback_exc:
             raise MMEmbedError(f"{exc}; the offline fallback '{fallback}' failed too: {fallback_exc}") from exc
         return embedder, note

@@ -52,6 +52,14 @@ def test_search_human_output_marks_wrong_modality(cli_env, capsys):
     assert out[-1] == "wrong-modality rate: 67% of the top 3 ('!' marks them)"
 
 
+def test_search_top_k_comes_from_the_environment_unless_given(cli_env, capsys, monkeypatch):
+    monkeypatch.setenv("MMEMBED_TOP_K", "2")
+    assert main(["search", "cat", "--json", "--embedder", "mmembed-mini"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["first_stage"]["hits"]) == 2
+    assert main(["search", "cat", "--json", "-k", "4", "--embedder", "mmembed-mini"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["first_stage"]["hits"]) == 4
+
+
 def test_search_json_filtered(cli_env, capsys):
     assert main(["search", "cat", "--target", "image", "--mode", "filtered", "--json",
                  "--embedder", "mmembed-mini"]) == 0

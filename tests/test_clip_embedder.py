@@ -297,8 +297,51 @@ def test_fingerprint_names_model_revision_and_dim(models):
     fingerprint = embedder.fingerprint
     assert fingerprint.startswith(f"{models['clip-b32']}@local-")
     assert "|clip|dim=24|ctx=77|" in fingerprint
+    # a local folder is identified by its content, whatever revision label comes with it
     pinned = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), revision="abc123", device="cpu")
-    assert pinned.fingerprint.startswith(f"{models['clip-b32']}@abc123|")
+    assert pinned.fingerprint == fingerprint
+
+
+def test_retrained_local_model_rebuilds_the_index(models, tmp_path):
+    """Issue 10: retraining into the same folder must not reuse the old model's index."""
+    import shutil
+
+    import torch
+    from retrieval_helpers import write_corpus
+    from transformers import CLIPModel
+
+    from mmembed.corpus import load_mbeir_jsonl
+    from mmembed.retriever import Retriever
+
+    folder = tmp_path / "my-clip"
+    shutil.copytree(models["clip-b32"], folder)
+    corpus = load_mbeir_jsonl(write_corpus(tmp_path / "corpus"))
+    cache = tmp_path / "cache"
+
+    def index_folders() -> list[Path]:
+        return sorted((cache / "indexes").glob("*/*"))
+
+    def search() -> dict[str, float]:
+        EMBEDDERS.clear()  # a new process: nothing loaded yet
+        embedder = EMBEDDERS.get("clip-b32", model_id=str(folder), device="cpu")
+        retriever = Retriever(corpus, embedder, cache_dir=cache)
+        return {hit.item.id: hit.score for hit in retriever.search(Query(text="the cat"), k=len(corpus)).hits}
+
+    before = search()
+    assert len(index_folders()) == 1
+    assert search() == before and len(index_folders()) == 1  # same weights: the cached index is reused
+    model = CLIPModel.from_pretrained(str(folder))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    model.save_pretrained(str(folder))  # "retrained": same folder, same config, new weights
+    after = search()
+    assert len(index_folders()) == 2  # a new fingerprint, so a new index
+    fresh = EMBEDDERS.get("clip-b32", model_id=str(folder), device="cpu")
+    vectors = fresh.embed_items(list(corpus))
+    expected = vectors @ fresh.embed_query(Query(text="the cat"))  # the index holds the new model's vectors
+    np.testing.assert_allclose([after[item.id] for item in corpus], expected, atol=1e-4)
+    assert not np.allclose([before[item.id] for item in corpus], expected, atol=1e-3)
 
 
 def test_offline_and_not_cached_names_the_prefetch_command():

@@ -75,8 +75,8 @@ def test_training_validation_uses_the_same_metrics():
 
 
 def test_training_tasks_default_to_the_mbeir_labels(tmp_path):
-    from mmembed.train.data import load_queries
+    from mmembed.train.data import load_training_queries
 
     (tmp_path / "q.jsonl").write_text('{"qid": "a", "query_txt": "x", "target_modality": "image", '
                                       '"pos_cand_list": ["d"]}\n')
-    assert load_queries(tmp_path / "q.jsonl")[0].task == "t->i"
+    assert load_training_queries(tmp_path / "q.jsonl")[0].task == "t->i"

@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("text", nargs="?", default=None, help="query text (optional if --image is given)")
     parser.add_argument("--image", type=Path, default=None, help="query image file")
     parser.add_argument("--target", default=None, help="wanted modality: image, text or image+text")
-    parser.add_argument("-k", "--top-k", type=int, default=10, help="number of results (default 10)")
+    parser.add_argument("-k", "--top-k", type=int, default=None,
+                        help="number of results (default: $MMEMBED_TOP_K or 10)")
     parser.add_argument("--mode", choices=list(MODES), default="natural",
                         help="natural: the model ranks the whole pool (bias shows); filtered: only the target")
     parser.add_argument("--instruction", default=None, help="task instruction overriding the built-in table")
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.image is not None:
         load_image(args.image)  # fail now, with a clear message, before any model is loaded
     query = Query(text=args.text, image=args.image, target=args.target, instruction=args.instruction)
-    settings = Settings.from_env(device=args.device)
+    settings = Settings.from_env(device=args.device, top_k=args.top_k)
+    args.top_k = settings.top_k
     reranker = _load_reranker(args.rerank or settings.reranker, settings.device) if args.rerank is not None else None
     retriever = build_retriever(args, progress_bar=not args.json)
     depth = args.depth or (settings.rerank_top_k if reranker is not None else args.top_k)

@@ -143,7 +143,9 @@ def build_context(device: str, dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_checkpoint_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file, or CheckpointMismatchError saying what is wrong. (Caches use
+    storage.read_json, which answers None instead: a bad cache file is rebuilt, a bad checkpoint is not.)"""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -191,6 +193,7 @@ class MLLMEmbedder:
         if self.adapter and not (Path(self.adapter) / "adapter_config.json").is_file():
             raise MMEmbedError(f"{info.name}: no LoRA adapter (adapter_config.json) in {self.adapter}")
         self._lock = threading.RLock()
+        self._model_dir: Path | None = None
         self._loaded = False
         self._encode = gpu(self._encode_batch)
 
@@ -217,11 +220,23 @@ class MLLMEmbedder:
         return ()
 
     # -- the Embedder protocol ------------------------------------------------------------------------------
+    def model_dir(self) -> Path:
+        """The local folder of the checkpoint (HF cache snapshot or the user's folder), resolved once."""
+        with self._lock:
+            if self._model_dir is None:
+                from mmembed.hub import resolve_model_dir
+
+                self._model_dir = resolve_model_dir(self.model_id, self.revision, backend=self.name,
+                                                    allow_patterns=self.info.allow_patterns)
+            return self._model_dir
+
     @property
     def fingerprint(self) -> str:
+        from mmembed.hub import model_identity
+
+        identity = model_identity(self.model_dir())
         adapter = f":lora-{adapter_digest(Path(self.adapter))}" if self.adapter else ""
-        return (f"{self.name}:{self.model_id}@{self.revision or 'default'}:fmt{self.format_version}"
-                f"{self._settings()}{adapter}")
+        return f"{self.name}:{self.model_id}@{identity}:fmt{self.format_version}{self._settings()}{adapter}"
 
     def ensure_loaded(self) -> None:
         with self._lock:

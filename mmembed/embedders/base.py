@@ -28,6 +28,8 @@ class QueryInfo:
 
 @runtime_checkable
 class Embedder(Protocol):
+    """What every first-stage model offers: unit vectors for corpus items and for queries, in one space."""
+
     name: str
 
     @property

@@ -12,7 +12,6 @@ model raises `WeightsNotAvailableError` naming `python -m mmembed prefetch ...`.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ class _Source:
     """Where the weights are and what identifies them, known before the model itself is loaded."""
 
     path: Path
-    revision: str  # the user's revision, the HF snapshot's commit hash, or a local content digest
+    revision: str  # mmembed.hub.model_identity: the HF snapshot's commit, or a local folder's content hash
     config: Any  # the transformers config (cheap to read)
 
     @property
@@ -103,7 +102,7 @@ class ClipEmbedder:
             if self._source is None:
                 from transformers import AutoConfig
 
-                from mmembed.hub import resolve_model_dir
+                from mmembed.hub import model_identity, resolve_model_dir
 
                 path = resolve_model_dir(
                     self.model_id, self.revision, backend=self.name, allow_patterns=self.info.allow_patterns
@@ -113,7 +112,7 @@ class ClipEmbedder:
                     raise MMEmbedError(
                         f"{self.model_id!r} is a {config.model_type!r} model, not a CLIP/SigLIP dual encoder"
                     )
-                self._source = _Source(path=path, revision=self.revision or _revision_of(path), config=config)
+                self._source = _Source(path=path, revision=model_identity(path), config=config)
             return self._source
 
     def _get_processor(self) -> Any:
@@ -324,20 +323,3 @@ def feature_tensor(features: Any) -> Any:
         return features[1] if len(features) > 1 else features[0]
     return features
 
-
-def _revision_of(path: Path) -> str:
-    """The commit hash of an HF cache snapshot, else a digest of a local directory's config and weights.
-
-    The digest uses the weight files' names, sizes and mtimes (not their bytes: hashing 600 MB on
-    every start would be slow), so retraining into the same folder changes the fingerprint.
-    """
-    if path.parent.name == "snapshots":
-        return path.name
-    digest = hashlib.sha256()
-    config = path / "config.json"
-    if config.is_file():
-        digest.update(config.read_bytes())
-    for weights in sorted(path.glob("*.safetensors")):
-        stat = weights.stat()
-        digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return f"local-{digest.hexdigest()[:12]}"

@@ -28,7 +28,7 @@ from mmembed.embedders._mllm_common import (
     MLLMEmbedder,
     build_context,
     load_weights_strict,
-    read_json,
+    read_checkpoint_json,
 )
 from mmembed.registry import BackendInfo
 from mmembed.types import MMEmbedError
@@ -103,12 +103,8 @@ class GmeEmbedder(MLLMEmbedder):
     @property
     def dim(self) -> int:
         if self._dim is None:
-            from mmembed.hub import resolve_model_dir
-
-            model_dir = resolve_model_dir(
-                self.model_id, self.revision, backend=self.name, allow_patterns=self.info.allow_patterns
-            )
-            raw = read_json(model_dir / "config.json")
+            model_dir = self.model_dir()
+            raw = read_checkpoint_json(model_dir / "config.json")
             self._dim = int(raw.get("text_config", {}).get("hidden_size") or raw["hidden_size"])
         return self._dim
 
@@ -125,11 +121,7 @@ class GmeEmbedder(MLLMEmbedder):
         from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
 
         from mmembed.devices import resolve_dtype
-        from mmembed.hub import resolve_model_dir
-
-        model_dir = resolve_model_dir(
-            self.model_id, self.revision, backend=self.name, allow_patterns=self.info.allow_patterns
-        )
+        model_dir = self.model_dir()
         config = Qwen2VLConfig.from_pretrained(str(model_dir))
         if config.model_type != "qwen2_vl":
             raise CheckpointMismatchError(f"{model_dir}: model_type {config.model_type!r}, expected 'qwen2_vl'")

@@ -20,6 +20,8 @@ from torch import nn
 
 @dataclass(frozen=True)
 class LatentAttentionSpec:
+    """Sizes of NV-Embed's latent-attention pooling layer (MM-Embed's text side)."""
+
     hidden_dim: int = 4096  # width of the language model's hidden states (context of the attention)
     latent_dim: int = 4096
     num_latents: int = 512
@@ -80,6 +82,8 @@ class _PreNorm(nn.Module):
 
 
 class LatentAttentionPooler(nn.Module):
+    """NV-Embed's pooling: hidden states attend to trained latents, then a masked mean."""
+
     def __init__(self, spec: LatentAttentionSpec) -> None:
         super().__init__()
         self.spec = spec

@@ -18,17 +18,20 @@ from typing import Any
 
 import numpy as np
 
+from mmembed.config import ASSETS_DIR
 from mmembed.embedders.base import QueryInfo
 from mmembed.instructions import instruction_for
 from mmembed.progress import ProgressFn, report
 from mmembed.registry import BackendInfo, BackendUnavailableError
 from mmembed.types import Item, Modality, Query
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "mmembed-mini"
+DEFAULT_MODEL_DIR = ASSETS_DIR / "mmembed-mini"
 _LONG_TEXT_CHARS = 300  # below this a text cannot exceed the tower's token limit; skip the tokenizer
 
 
 class MiniEmbedder:
+    """The shipped offline embedder (assets/mmembed-mini): locked MiniLM text tower + trained image tower."""
+
     def __init__(self, info: BackendInfo, model_dir: str | Path | None = None, device: str = "auto",
                  batch_size: int = 64) -> None:
         self.info = info
@@ -55,7 +58,9 @@ class MiniEmbedder:
 
     @property
     def fingerprint(self) -> str:
-        return f"mmembed-mini:{self._config.get('fingerprint', 'unknown')}:{self._config.get('text_tower_version', '')}"
+        from mmembed.hub import model_identity
+
+        return f"mmembed-mini:{model_identity(self.model_dir)}:{self._config.get('text_tower_version', '')}"
 
     @property
     def image_size(self) -> int:

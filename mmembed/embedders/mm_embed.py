@@ -38,7 +38,7 @@ from mmembed.embedders._mllm_common import (
     build_context,
     checkpoint_keys,
     load_weights_strict,
-    read_json,
+    read_checkpoint_json,
 )
 from mmembed.registry import BackendInfo, BackendUnavailableError
 from mmembed.types import MMEmbedError
@@ -82,7 +82,7 @@ def _build_model(model_dir: Path, device: str, dtype: torch.dtype) -> tuple[Any,
     """Build the MM-Embed module tree from config.json and fill it strictly from the safetensors."""
     from transformers import LlavaNextConfig
 
-    raw = read_json(model_dir / "config.json")
+    raw = read_checkpoint_json(model_dir / "config.json")
     if raw.get("model_type") != "llava_next":
         raise CheckpointMismatchError(
             f"{model_dir}/config.json has model_type {raw.get('model_type')!r}; MM-Embed's is 'llava_next'"
@@ -235,7 +235,7 @@ class MMEmbedEmbedder(MLLMEmbedder):
     def dim(self) -> int:
         if self._model is None and Path(self.model_id).is_dir():
             # a local checkpoint may be a different width (tests' tiny ones); the published one is 4096
-            raw = read_json(Path(self.model_id) / "config.json")
+            raw = read_checkpoint_json(Path(self.model_id) / "config.json")
             text = (raw.get("mmembed_retriever_config") or {}).get("text_config", {})
             return int(text.get("hidden_size", NVEMBED_V1_TEXT_CONFIG["hidden_size"]))
         return self._dim
@@ -251,11 +251,7 @@ class MMEmbedEmbedder(MLLMEmbedder):
         from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
         from mmembed.devices import resolve_dtype
-        from mmembed.hub import resolve_model_dir
-
-        model_dir = resolve_model_dir(
-            self.model_id, self.revision, backend=self.name, allow_patterns=self.info.allow_patterns
-        )
+        model_dir = self.model_dir()
         dtype = resolve_dtype(self.dtype_name, self.device)
         self._model, self._settings_cache = _build_model(model_dir, self.device, dtype)
         self._dim = self._settings_cache["hidden_size"]

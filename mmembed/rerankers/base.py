@@ -19,6 +19,8 @@ from mmembed.types import Hit, Item, Query, ValidationError
 
 @runtime_checkable
 class Reranker(Protocol):
+    """What every second-stage model offers: a relevance score per (query, candidate) pair."""
+
     name: str
 
     def score(self, query: Query, items: Sequence[Item], *, progress: ProgressFn | None = None) -> list[float]:

@@ -39,6 +39,8 @@ def image_content_hash(source: str | Path | PILImage, loaded: PILImage) -> str:
 
 
 class ImageFeatureCache:
+    """Candidate image features of one reranker, kept in memory and on disk (keyed by its fingerprint)."""
+
     def __init__(self, fingerprint: str, directory: Path | None = None, max_items: int = 4096) -> None:
         self.fingerprint = fingerprint
         self.directory = directory / hashlib.sha256(fingerprint.encode()).hexdigest()[:24] if directory else None

@@ -25,7 +25,6 @@ A candidate whose image cannot be opened or that the image processor rejects is 
 from __future__ import annotations
 
 import copy
-import hashlib
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -76,6 +75,8 @@ class _Pair:
 
 
 class MLLMReranker:
+    """Zero-shot reranking with a multimodal LLM: the score is P("True") for "does the candidate answer the query?"."""
+
     def __init__(
         self,
         info: BackendInfo | None = None,
@@ -553,12 +554,7 @@ def _load_processor(model_dir: Path) -> Any:
 
 
 def _dir_fingerprint(model_dir: Path, model_id: str, revision: str | None) -> str:
-    """Model id + revision + the resolved folder (HF snapshots carry the commit) + config + weight file stats."""
-    digest = hashlib.sha256(f"{model_id}|{revision}|{model_dir.resolve()}".encode())
-    config = model_dir / "config.json"
-    if config.is_file():
-        digest.update(config.read_bytes())
-    for weights in sorted(model_dir.glob("*.safetensors")):
-        stat = weights.stat()
-        digest.update(f"{weights.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return f"{model_id}@{revision or 'default'}:{digest.hexdigest()[:16]}"
+    """Model id + the folder's identity (the resolved hub commit, or a local folder's content hash)."""
+    from mmembed.hub import model_identity
+
+    return f"{model_id}@{model_identity(model_dir)}"

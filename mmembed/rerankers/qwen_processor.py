@@ -17,6 +17,8 @@ IMAGE_PAD = "<|image_pad|>"
 
 
 class QwenImageTextProcessor:
+    """Qwen2-VL's tokenizer + image processor for checkpoints whose processor transformers cannot build itself."""
+
     def __init__(self, tokenizer: Any, image_processor: Any, chat_template: str | None) -> None:
         self.tokenizer = tokenizer
         self.image_processor = image_processor

@@ -36,6 +36,8 @@ class TrainingDataError(ValidationError):
 
 @dataclass
 class TrainQuery:
+    """One training query: its input, target modality, task label, positives and mined negatives."""
+
     qid: str
     text: str | None
     image: str | None  # path relative to the data folder
@@ -51,6 +53,8 @@ class TrainQuery:
 
 @dataclass
 class PoolItem:
+    """One candidate of the training pool."""
+
     did: str
     text: str | None
     image: str | None
@@ -87,7 +91,7 @@ def load_pool(path: Path) -> list[PoolItem]:
     return items
 
 
-def load_queries(path: Path, pool_ids: set[str] | None = None) -> list[TrainQuery]:
+def load_training_queries(path: Path, pool_ids: set[str] | None = None) -> list[TrainQuery]:
     queries, problems = [], []
     for number, row in _read_jsonl(path):
         try:
@@ -201,7 +205,8 @@ def load_training_set(root: Path, queries_path: Path | None = None, image_size: 
     or a mined copy with neg_cand_list written elsewhere)."""
     root = Path(root)
     pool = load_pool(root / "pool.jsonl")
-    queries = load_queries(Path(queries_path) if queries_path else root / "queries.jsonl", {p.did for p in pool})
+    queries_path = Path(queries_path) if queries_path else root / "queries.jsonl"
+    queries = load_training_queries(queries_path, {p.did for p in pool})
     return build_arrays(root, pool, queries, image_size, progress=progress)
 
 

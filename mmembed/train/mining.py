@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MinedNegatives:
+    """A query's hard negatives: wrong-modality ones (C1) and low-ranked ones of the target modality (C2)."""
+
     wrong_modality: tuple[str, ...]  # C1, in rank order
     ranked_low: tuple[str, ...]  # C2, in rank order
 

@@ -29,6 +29,8 @@ STAGE_DIRS = {"rand": "m_rand", "mine": "mined", "hard": "m_hard", "ct": "m_hard
 
 @dataclass
 class PipelineConfig:
+    """Where the data and outputs live and how each stage of the recipe is configured."""
+
     data: Path
     out: Path
     seed: int = 0
@@ -48,6 +50,8 @@ def _stderr(message: str) -> None:
 
 
 class Pipeline:
+    """The MM-Embed recipe end to end: M_rand, hard-negative mining, M_hard, continual fine-tuning."""
+
     def __init__(self, config: PipelineConfig, text_encoder=None, progress: Callable | None = None,
                  log: Callable[[str], None] = _stderr) -> None:
         self.config = config

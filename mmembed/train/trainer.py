@@ -27,6 +27,8 @@ MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.IMAGE_TEXT)
 
 @dataclass
 class StageConfig:
+    """One training stage's hyper-parameters (negatives, steps, batch, learning rates, temperature)."""
+
     negatives: str = "random"  # "random": pool negatives; "hard": mined neg_cand_list (random where none)
     steps: int = 300
     batch_size: int = 128
@@ -63,6 +65,8 @@ def lr_at(step: int, config: StageConfig, base: float) -> float:
 
 
 class Trainer:
+    """Contrastive training of one stage: batches by task, InfoNCE, checkpoints, resume, validation."""
+
     def __init__(self, data: TrainingArrays, text_vectors, model, model_config: MiniConfig, config: StageConfig,
                  out: Path, progress: Callable[[int, int, str], None] | None = None, log: Callable[[str], None] | None
                  = None) -> None:

@@ -17,6 +17,8 @@ FALLBACK = (("a dog playing in the snow", "image"), ("how do violins make sound?
 
 @dataclass(frozen=True)
 class Example:
+    """One clickable example query of the demo page."""
+
     text: str | None
     image: str | None
     target: str  # "image" | "text" | "image+text"

@@ -125,9 +125,3 @@ def launch_options(state: DemoState, scratch: Scratch | None = None) -> dict[str
             "max_file_size": MAX_UPLOAD,
             "app_kwargs": {"routes": [corpus_route(state.corpus_files)],
                            "middleware": [scratch.upload_middleware()]}}
-
-
-def launch(state: DemoState | None = None, **kwargs: Any) -> Any:
-    """Build and launch the demo (what app.py does, with app.py's host and port)."""
-    state = state or DemoState()
-    return build_demo(state).launch(**{**launch_options(state), **kwargs})
