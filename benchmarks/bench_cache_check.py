@@ -1,7 +1,7 @@
 """What the index cache's integrity checks cost at start-up, printed as JSON (figures, not tests).
 
-    .venv/bin/python benchmarks/bench_cache_check.py --smoke      # 20k vectors, seconds: checks the script
-    nice .venv/bin/python benchmarks/bench_cache_check.py         # 1M x 512-d flat index (2 GB file)
+    .venv/bin/python -m benchmarks.bench_cache_check --smoke      # 20k vectors, seconds: checks the script
+    .venv/bin/python -m benchmarks.bench_cache_check --repeats 2  # 1M x 512-d flat index (2 GB file)
 
 A flat index of n random unit vectors is saved through mmembed.index (which records the file's size and
 xxh3-128 checksum), then loaded the way a server starts, best of --repeats, with each verify mode:
@@ -20,15 +20,12 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mmembed.checksums import file_checksum
 from mmembed.index import VectorIndex, _load_index, _save_index, metadata_checksum

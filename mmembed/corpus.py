@@ -213,13 +213,8 @@ def load_mbeir_jsonl(path: str | Path, *, check_images: bool = True, image_root:
 
 
 def _outside(base: Path, relative: str, folder: str) -> str | None:
-    """Why image path `relative` may not be used with `base` (it leads out of it), or None; `folder` names
-    `base` in the message.
-
-    The check is on the path as written (`..` segments, an absolute path elsewhere), not on where symlinks
-    lead: a corpus may keep its images behind a link on purpose, but a path written to climb out of the
-    corpus folder would make the corpus, and the demo serving it, reach any file of the machine.
-    """
+    """Why image path `relative` leads out of `base` (named `folder` in the message), or None. Checked as
+    written (`..`, an absolute path elsewhere), not where symlinks lead: links inside are the operator's."""
     target = Path(os.path.normpath(base / relative))
     if target == base or base in target.parents:
         return None

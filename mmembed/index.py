@@ -18,6 +18,8 @@ Filtered search restricts FAISS itself to the target modality with an ID selecto
 the wanted modality come back without over-fetching and dropping.
 """
 
+# long: the index and its on-disk cache (load, verify, save) share the fingerprint and file layout above;
+# the cache half (CacheWrites, checks) is the next piece to move out, to its own module.
 from __future__ import annotations
 
 import hashlib
