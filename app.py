@@ -20,6 +20,9 @@ state = DemoState()
 demo = build_demo(state)  # module-level `demo` so `gradio app.py` reload mode and Spaces find it
 
 if __name__ == "__main__":
+    # Models, index and the reranker's corpus image features load in the background (a line on the page shows
+    # the progress), so the first visitor does not wait for them; visitors' queries always go first.
+    state.start_warmup()
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

@@ -49,8 +49,11 @@ class Settings:
     fallback_embedder: str = "mmembed-mini"
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str = "auto"  # auto | cpu | cuda | mps
-    # The first-stage embedder's: auto | float32 | float16 | bfloat16, or int8 (CLIP family, CPU). Rerankers use auto.
+    # The first-stage embedder's: auto | float32 | float16 | bfloat16, or int8 (CLIP family, CPU).
     dtype: str = "auto"
+    # The MLLM reranker's: auto | float32 | float16 | bfloat16, or int8 (dynamic quantisation of its language
+    # model on CPU; see README for its measured speed and agreement with float32).
+    rerank_dtype: str = "auto"
     index_type: str = "flat"  # flat | hnsw | ivfpq
     # The first-stage embedder's batch size when embedding the corpus; None: the backend's own default
     # (64 for mmembed-mini, 32 for the CLIP family, 4 for the 2B+ MLLM embedders).

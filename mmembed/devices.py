@@ -35,6 +35,25 @@ def resolve_dtype(dtype: str, device: str) -> Any:
         raise MMEmbedError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16") from None
 
 
+def quantize_dynamic_int8(module: Any) -> Any:
+    """A copy of `module` with every Linear layer dynamically quantised to int8 (CPU inference only).
+
+    torch's eager dynamic quantisation: int8 weights, activations quantised per call. Deprecated in favour of
+    torchao but present in the pinned torch; its deprecation warnings are silenced here, once.
+    """
+    import warnings
+
+    import torch
+
+    quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
+    if quantize_dynamic is None:
+        raise MMEmbedError(f"dtype 'int8' needs torch's quantize_dynamic, which torch {torch.__version__} lacks")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def zero_gpu(fn: Any) -> Any:
     """Wrap `fn` with ZeroGPU's `spaces.GPU` when the `spaces` package is importable, else return it as is.
 

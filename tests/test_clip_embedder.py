@@ -401,3 +401,24 @@ def test_int8_dynamic_quantisation_stays_close_to_float32(models, images):
     gpu = EMBEDDERS.get("clip-b32", model_id=str(models["clip-b32"]), device="cuda", dtype="int8")
     with pytest.raises(MMEmbedError, match="runs on the CPU only"):
         gpu.embed_query(Query(text="cat"))
+
+
+@pytest.mark.parametrize("backend", ["clip-b32", "siglip-b16"])
+def test_prepacked_linear_weights_give_the_same_vectors(models, images, backend):
+    """(SigLIP 2 NaFlex, whose patch embedding is a Linear left unpacked, runs packed in the tests above.)"""
+    import torch
+
+    from mmembed.packed_linear import PackedLinear, available
+
+    if not available():
+        pytest.skip("this torch build has no oneDNN linear ops")
+    items = _items(images)
+    packed = EMBEDDERS.get(backend, model_id=str(models[backend]), device="cpu")
+    plain = EMBEDDERS.get(backend, model_id=str(models[backend]), device="cpu", prepack=False)
+    np.testing.assert_allclose(packed.embed_items(items), plain.embed_items(items), atol=1e-5)
+    np.testing.assert_allclose(packed.embed_query(Query(text="the cat")), plain.embed_query(Query(text="the cat")),
+                               atol=1e-5)
+    layers = [type(m) for m in packed._get_model().modules()]
+    assert PackedLinear in layers and torch.nn.Linear not in layers  # every float32 Linear really packed
+    assert PackedLinear not in [type(m) for m in plain._get_model().modules()]
+    assert packed.fingerprint == plain.fingerprint  # the same vectors: one index cache serves both

@@ -15,6 +15,7 @@ from mmembed.cli._common import add_retrieval_args, build_retriever, print_json,
 from mmembed.retriever import MODES
 
 if TYPE_CHECKING:
+    from mmembed.config import Settings
     from mmembed.pipeline import SearchReport
     from mmembed.rerankers.base import Reranker
     from mmembed.types import Hit
@@ -51,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if args.image is not None:
         load_image(args.image)  # fail now, with a clear message, before any model is loaded
     query = Query(text=args.text, image=args.image, target=args.target, instruction=args.instruction)
-    settings = Settings.from_env(device=args.device, top_k=args.top_k)
+    settings = Settings.from_env(device=args.device, top_k=args.top_k, cache_dir=args.cache_dir)
     args.top_k = settings.top_k
-    reranker = _load_reranker(args.rerank or settings.reranker, settings.device) if args.rerank is not None else None
+    reranker = _load_reranker(args.rerank or settings.reranker, settings) if args.rerank is not None else None
     retriever = build_retriever(args, progress_bar=not args.json)
     depth = args.depth or (settings.rerank_top_k if reranker is not None else args.top_k)
     with tqdm_progress(disable=args.json) as progress:
@@ -69,16 +70,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_reranker(name: str, device: str) -> Reranker:
-    """The reranker `name`, refused up front (one line, no model load) when it cannot run here."""
+def _load_reranker(name: str, settings: Settings) -> Reranker:
+    """The reranker `name`, refused up front (one line, no model load) when it cannot run here; created as the
+    app creates it (`load_reranker`), so image features precomputed by `index build --reranker` are found."""
     from mmembed.registry import BackendUnavailableError
-    from mmembed.rerankers import RERANKERS
+    from mmembed.rerankers import RERANKERS, load_reranker
 
-    reason = RERANKERS.unavailable_reason(name, device=device)  # unknown names raise with the known ones
+    reason = RERANKERS.unavailable_reason(name, device=settings.device)  # unknown names raise with the known ones
     if reason is not None:
         raise BackendUnavailableError(f"reranker '{name}' can't run here: {reason} "
                                       f"(python -m mmembed prefetch --reranker {name})")
-    return RERANKERS.get(name, device=device)
+    return load_reranker(name, settings)
 
 
 def _print_report(report: SearchReport) -> None:

@@ -76,6 +76,7 @@ class ClipEmbedder:
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 32,
+        prepack: bool = True,
     ) -> None:
         self.name = info.name
         self.info = info
@@ -87,6 +88,7 @@ class ClipEmbedder:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
+        self.prepack = prepack  # float32 on CPU: oneDNN-prepacked Linear weights (see mmembed.packed_linear)
         self._device_request = device
         self._dtype_request = dtype
         self._lock = threading.RLock()
@@ -129,7 +131,7 @@ class ClipEmbedder:
                 import torch
                 from transformers import AutoModel
 
-                from mmembed.devices import resolve_device, resolve_dtype
+                from mmembed.devices import quantize_dynamic_int8, resolve_device, resolve_dtype
 
                 source = self._get_source()
                 device = resolve_device(self._device_request)
@@ -142,10 +144,12 @@ class ClipEmbedder:
                 if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
                     raise MMEmbedError(f"{self.model_id!r} has no text and image towers to embed with")
                 model = model.to(device).eval()
+                if self.prepack and device == "cpu" and dtype == torch.float32 and not int8:
+                    _prepack(model)
                 if int8:
                     # int8 weights, activations quantised on the fly, in every Linear layer: about 3x faster
                     # on CPU (measured: ViT-B/32 text 88 -> 28 ms, image 262 -> 88 ms, cosine to float32 0.999).
-                    model = _quantize_int8(model)
+                    model = quantize_dynamic_int8(model)
                 self._model = model
                 self._device, self._dtype = device, dtype
             return self._model
@@ -300,19 +304,17 @@ class ClipEmbedder:
         return l2_normalize(feature_tensor(features).float().cpu().numpy())
 
 
-def _quantize_int8(model: Any) -> Any:
-    """torch's eager dynamic quantisation; deprecated in favour of torchao but present in the pinned torch."""
-    import warnings
+def _prepack(model: Any) -> None:
+    """oneDNN-prepacked Linear weights; the vision tower's layout is chosen for one image's tokens (a query)."""
+    from mmembed.packed_linear import prepack_linear_layers
 
-    import torch
-
-    quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
-    if quantize_dynamic is None:
-        raise MMEmbedError(f"dtype 'int8' needs torch's quantize_dynamic, which torch {torch.__version__} lacks")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    vision = model.config.vision_config
+    # Fixed-resolution towers: patches + class token; NaFlex (no fixed image size): its patch budget.
+    size = getattr(vision, "image_size", None)
+    tokens = (int(size) // int(vision.patch_size)) ** 2 + 1 if size else int(getattr(vision, "num_patches", 256))
+    if getattr(model, "vision_model", None) is not None:
+        prepack_linear_layers(model.vision_model, tokens)
+    prepack_linear_layers(model, 16)  # the text tower (a query is ~10 tokens) and the projections
 
 
 def feature_tensor(features: Any) -> Any:

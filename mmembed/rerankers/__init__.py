@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mmembed.registry import BackendInfo, Registry
 from mmembed.rerankers.base import Reranker, rerank
+
+if TYPE_CHECKING:
+    from mmembed.config import Settings
 
 RERANKERS: Registry[Reranker] = Registry("reranker")
 
@@ -48,4 +53,19 @@ for _info in (
 ):
     RERANKERS.register(_info)
 
-__all__ = ["RERANKERS", "Reranker", "rerank"]
+
+
+def load_reranker(name: str, settings: Settings, registry: Registry[Reranker] | None = None) -> Reranker:
+    """The reranker `name` as configured by `settings` (device; for MLLM rerankers, dtype and the feature cache
+    under the settings' cache dir). The app and `index build --reranker` both create it here, so they share one
+    instance per process and the same on-disk image features. `registry`: another registry (tests' fakes)."""
+    registry = registry or RERANKERS
+    options: dict[str, object] = {"device": settings.device}
+    factory = registry.info(name).factory
+    if isinstance(factory, str) and factory.endswith(":MLLMReranker"):
+        options["dtype"] = settings.rerank_dtype
+        options["feature_cache_dir"] = settings.cache_dir / "rerank-image-features"
+    return registry.get(name, **options)
+
+
+__all__ = ["RERANKERS", "Reranker", "load_reranker", "rerank"]

@@ -25,14 +25,16 @@ if TYPE_CHECKING:
 FORMAT_VERSION = "1"
 
 
-def image_content_hash(source: str | Path | PILImage, loaded: PILImage) -> str:
-    """sha256 of the file bytes for a path (cheap, stable across runs), of mode+size+pixels for a PIL image."""
+def image_content_hash(source: str | Path | PILImage, loaded: PILImage | None = None) -> str:
+    """sha256 of the file bytes for a path (cheap, stable across runs), of mode+size+pixels for a PIL image
+    (`loaded`, the decoded image; not needed for a path)."""
     digest = hashlib.sha256()
     if isinstance(source, (str, Path)):
         with open(source, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     else:
+        loaded = source if loaded is None else loaded
         digest.update(f"{loaded.mode}|{loaded.size}|".encode())
         digest.update(loaded.tobytes())
     return digest.hexdigest()
@@ -52,6 +54,14 @@ class ImageFeatureCache:
 
     def _path(self, key: str) -> Path | None:
         return self.directory / f"{key}.safetensors" if self.directory else None
+
+    def contains(self, key: str) -> bool:
+        """Whether features for `key` are in memory or on disk (without reading or checking the file)."""
+        with self._lock:
+            if key in self._memory:
+                return True
+        path = self._path(key)
+        return path is not None and path.is_file()
 
     def get(self, key: str) -> torch.Tensor | None:
         with self._lock:

@@ -15,6 +15,16 @@ Two paths give the same numbers (tests hold them to 1e-4):
      only the two answer rows of the LM head are applied to the one hidden state per candidate we need;
   4. images are kept at one tile (no image splitting / capped pixels).
 
+`dtype="int8"` (CPU only; MMEMBED_RERANK_DTYPE=int8 in the app): the language model's Linear layers are
+dynamically quantised (int8 weights, activations quantised per call); the vision encoder stays float32, so cached
+image features are shared with the float32 model. The LM head is applied as two float32 rows either way.
+Activations are quantised per call with one scale per tensor, so under int8 a score depends slightly on which
+candidates share its batch, and the fast and naive paths agree only approximately.
+
+Corpus image features can be computed ahead of time (`precompute_image_features`, or
+`mmembed.rerankers.precompute` for a whole corpus); with `background=True` that work runs one image at a time
+and steps aside whenever a query is waiting, so a visitor never waits behind more than one image.
+
 Supported for the fast path: Idefics3 (SmolVLM) and Qwen2-VL. Other architectures (LLaVA-NeXT) are scored
 by naive forwards with their own image tiling (anyres); they are GPU models anyway.
 
@@ -48,6 +58,7 @@ if TYPE_CHECKING:
 FAST_PATH_TYPES = ("idefics3", "qwen2_vl")
 # Qwen2-VL: 28x28 pixels per visual token after merging; 256 tokens is its "one image" budget on a CPU.
 QWEN_PIXELS_PER_TOKEN = 28 * 28
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 
 
 @dataclass
@@ -92,6 +103,8 @@ class MLLMReranker:
     ) -> None:
         if batch_size < 1:
             raise MMEmbedError(f"batch_size must be at least 1, got {batch_size}")
+        if dtype not in DTYPES:
+            raise MMEmbedError(f"unknown reranker dtype {dtype!r}; use one of: {', '.join(DTYPES)}")
         if not 0 < min_image_pixels <= max_image_pixels:
             raise MMEmbedError(f"need 0 < min_image_pixels <= max_image_pixels, got {min_image_pixels}, "
                                f"{max_image_pixels}")
@@ -111,6 +124,9 @@ class MLLMReranker:
         self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()  # one forward at a time: concurrent CPU forwards only thrash
+        # Queries waiting for or holding `_run_lock`; background precomputation waits while this is non-zero.
+        self._foreground = 0
+        self._foreground_changed = threading.Condition()
 
     # ------------------------------------------------------------------------------------------------ loading
     @classmethod
@@ -140,7 +156,9 @@ class MLLMReranker:
                                        kind="reranker")
         from transformers import AutoModelForImageTextToText
 
-        torch_dtype = resolve_dtype(self.dtype_option, device)
+        if self.dtype_option == "int8" and device != "cpu":
+            raise MMEmbedError(f"reranker dtype 'int8' (dynamic quantisation) runs on the CPU only, not {device!r}")
+        torch_dtype = resolve_dtype("float32" if self.dtype_option == "int8" else self.dtype_option, device)
         processor = _load_processor(model_dir)
         model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch_dtype, trust_remote_code=False)
         model = model.to(device).eval()
@@ -148,6 +166,8 @@ class MLLMReranker:
 
     def _prepare(self, model: Any, processor: Any, fingerprint: str) -> _Loaded:
         model_type = model.config.model_type
+        if self.dtype_option == "int8":
+            model = _quantize_language_model(model)
         image_processor = getattr(processor, "image_processor", None)
         if model_type == "idefics3" and image_processor is not None:
             # One tile: no splitting into sub-images; the image is squared to the encoder's native size.
@@ -185,6 +205,11 @@ class MLLMReranker:
     @property
     def fingerprint(self) -> str:
         return self._load().fingerprint
+
+    @property
+    def caches_image_features(self) -> bool:
+        """Whether this model's image features are cached (fast-path architectures); loads the model."""
+        return self._load().model_type in FAST_PATH_TYPES
 
     @property
     def feature_cache(self) -> ImageFeatureCache:
@@ -284,8 +309,9 @@ class MLLMReranker:
         import torch
 
         loaded = self._load()
-        pairs, scores = self._pairs(query, items)
-        with self._run_lock, torch.inference_mode():
+        with self._foreground_query():
+            pairs, scores = self._pairs(query, items)
+        with self._foreground_query(), self._run_lock, torch.inference_mode():
             for done, pair in enumerate(pairs, start=1):
                 inputs = self._encode(pair).to(loaded.model.device)
                 if "pixel_values" in inputs:
@@ -313,10 +339,15 @@ class MLLMReranker:
         Candidates that cannot be scored come last, with 0.0. Consume the iterator to the end (or close
         it): the model is held for one query at a time while it runs.
         """
-        import torch
-
         if not items:
             return
+        with self._foreground_query():  # from here on (and while the caller consumes), background work steps aside
+            yield from self._score_batches(query, items, progress, first_batch)
+
+    def _score_batches(self, query: Query, items: Sequence[Item], progress: ProgressFn | None,
+                       first_batch: int | None) -> Iterator[tuple[list[int], list[float]]]:
+        import torch
+
         loaded = self._load()
         if loaded.model_type not in FAST_PATH_TYPES:
             yield list(range(len(items))), self.score_naive(query, items, progress=progress)
@@ -344,24 +375,55 @@ class MLLMReranker:
         if unscorable:
             yield unscorable, [0.0] * len(unscorable)
 
-    def precompute_image_features(self, items: Sequence[Item], *, progress: ProgressFn | None = None) -> int:
-        """Encode (and cache) the images of `items` now, e.g. when an index is built; returns how many were new."""
+    def precompute_image_features(self, items: Sequence[Item], *, progress: ProgressFn | None = None,
+                                  background: bool = False, stop: threading.Event | None = None) -> int:
+        """Encode (and cache) the images of `items` now, e.g. when an index is built; returns how many were new.
+
+        Images whose features are already cached (memory or disk) are skipped before any decoding, so an
+        interrupted run resumes where it stopped. `background=True` encodes one image per step and waits
+        while any query is scoring, so visitors go first; `stop` ends the work early (between images).
+        """
         import torch
 
-        if self._load().model_type not in FAST_PATH_TYPES:
+        loaded = self._load()
+        if loaded.model_type not in FAST_PATH_TYPES:
             return 0
-        with_images = [item for item in items if item.image is not None]
-        before = self.feature_cache.misses
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unusable images are reported when they are scored
-            pairs, _ = self._pairs(Query(text="-"), with_images)
-        pairs = [pair for pair in pairs if pair.hashes]
-        with self._run_lock, torch.inference_mode():
-            for start in range(0, len(pairs), self.batch_size):
-                batch = pairs[start : start + self.batch_size]
-                self._image_features(batch, [self._encode(pair) for pair in batch])
-                report(progress, min(start + self.batch_size, len(pairs)), len(pairs), "encoding images for reranking")
-        return self.feature_cache.misses - before
+        todo = [item for item in items if item.image is not None and not self.has_cached_features(item)]
+        step = 1 if background else self.batch_size
+        new = 0
+        for start in range(0, len(todo), step):
+            if stop is not None and stop.is_set():
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # unusable images are reported when they are scored
+                pairs, _ = self._pairs(Query(text="-"), todo[start : start + step])
+            pairs = [pair for pair in pairs if pair.hashes]
+            if background:
+                self._wait_for_queries()
+            before = loaded.features.misses
+            with self._run_lock, torch.inference_mode():
+                self._image_features(pairs, [self._encode(pair) for pair in pairs])
+            new += loaded.features.misses - before
+            report(progress, min(start + step, len(todo)), len(todo), "encoding images for reranking")
+        return new
+
+    def has_cached_features(self, item: Item) -> bool:
+        """Whether `item`'s image features are cached already (hashes the file; decodes nothing)."""
+        if not isinstance(item.image, (str, Path)):
+            return False
+        try:
+            key = image_content_hash(item.image)
+        except OSError:
+            return False  # unreadable: left to the normal path, which warns when it is scored
+        return self._load().features.contains(key)
+
+    def _foreground_query(self) -> _Foreground:
+        return _Foreground(self)
+
+    def _wait_for_queries(self) -> None:
+        """Block while any query is waiting for or running the model (background work steps aside)."""
+        with self._foreground_changed:
+            self._foreground_changed.wait_for(lambda: self._foreground == 0)
 
     def _image_features(self, pairs: list[_Pair], encoded: list[Any]) -> dict[str, torch.Tensor]:
         """Projected features of every image in `pairs`, from the cache or computed (batched) and cached."""
@@ -490,6 +552,22 @@ class MLLMReranker:
         return [_p_true(row) for row in logits]
 
 
+class _Foreground:
+    """Marks a query as waiting/running, so background precomputation pauses until it is done."""
+
+    def __init__(self, reranker: MLLMReranker) -> None:
+        self.reranker = reranker
+
+    def __enter__(self) -> None:
+        with self.reranker._foreground_changed:
+            self.reranker._foreground += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.reranker._foreground_changed:
+            self.reranker._foreground -= 1
+            self.reranker._foreground_changed.notify_all()
+
+
 @dataclass
 class _Sequence:
     keys: list[Any]
@@ -536,6 +614,20 @@ def _common_prefix(sequences: list[list[Any]]) -> int:
             n += 1
         length = n
     return length
+
+
+def _quantize_language_model(model: Any) -> Any:
+    """Dynamic int8 quantisation of the decoder's Linear layers (not the vision tower, not the LM head).
+
+    The vision encoder stays float32 so image features, cached on disk, are the same for both dtypes; the LM
+    head stays float32 because only its "True"/"False" rows are used (see `_run_suffixes`).
+    """
+    from mmembed.devices import quantize_dynamic_int8
+
+    inner = model.model
+    attribute = "language_model" if getattr(inner, "language_model", None) is not None else "text_model"
+    setattr(inner, attribute, quantize_dynamic_int8(getattr(inner, attribute)))
+    return model
 
 
 def _load_processor(model_dir: Path) -> Any:

@@ -198,6 +198,12 @@ class DemoEvents:
         extra = "".join(f'<br><span class="mm-warn">{p}</span>' for p in problems)
         return f'<div class="mm-status">{" · ".join(parts)}{extra}</div>'
 
+    def warmup_line(self) -> tuple[str, Any]:
+        """The background warm-up's line (reranker image features) and the timer, stopped once it has ended."""
+        text = self.state.warmup_status()
+        line = f'<div class="mm-status mm-warmup">{html.escape(text)}</div>' if text else ""
+        return line, gr.Timer(active=self.state.warmup_running())
+
     def model_status(self, embedder: str, reranker: str) -> str:
         return self.model_line(embedder, reranker, self.state.embedder_note(embedder))
 

@@ -48,6 +48,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
         inputs = build_inputs(state, default_embedder)
         status = gr.HTML(events.model_line(default_embedder, state.default_reranker(), startup_note, check_gpu=False),
                          elem_id="status")
+        wire_warmup(demo, events)
         example_box = gr.Examples([e.row() for e in examples], inputs=[inputs.text, inputs.image, inputs.target,
                                                                          inputs.mode],
                                   example_labels=[e.label for e in examples], label="Examples (one per query type)",
@@ -91,6 +92,19 @@ def wire_search(events: DemoEvents, inputs: Inputs, results: Results, status: An
                            [results.details, results.detail_image, results.pick], api_name="card_details", **INTERNAL)
     results.export.click(events.export, session, results.download, api_name="export", **INTERNAL).success(
         None, js="() => { document.querySelector('#export-file')?.click(); }")
+
+
+def wire_warmup(demo: gr.Blocks, events: DemoEvents) -> None:
+    """A line under the status line with the background warm-up's progress; polled every 2 s while it runs."""
+    import gradio as gr
+
+    line = gr.HTML("", elem_id="warmup")
+    timer = gr.Timer(2.0, active=True)
+    # concurrency_limit=None: a status poll never waits in the queue behind a visitor's model work
+    timer.tick(events.warmup_line, None, [line, timer], api_name="warmup", show_progress="hidden",
+               concurrency_limit=None, **INTERNAL)
+    demo.load(events.warmup_line, None, [line, timer], api_name="warmup_on_load", show_progress="hidden",
+              concurrency_limit=None, **INTERNAL)
 
 
 def wire_models(demo: gr.Blocks, events: DemoEvents, inputs: Inputs, status: Any, embedder: str,

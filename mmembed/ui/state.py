@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mmembed.pipeline import Pipeline
     from mmembed.registry import Registry
     from mmembed.rerankers.base import Reranker
+    from mmembed.rerankers.precompute import BackgroundPrecompute
     from mmembed.ui.files import CorpusFiles
 
 
@@ -84,6 +85,7 @@ class DemoState:
         self._rerankers_registry = rerankers
         self._pipelines: dict[str, Pipeline] = {}
         self._rerankers: dict[str, Reranker] = {}
+        self._warmup: BackgroundPrecompute | None = None
         self._lock = threading.RLock()  # one model load at a time: two would only fight for 2 cores
         self.results = ResultCache()
         self._licences: dict[str, str] | None = None
@@ -260,8 +262,45 @@ class DemoState:
         with self._lock:
             if name not in self._rerankers:
                 report(progress, 0, 1, f"loading reranker {name}")
-                self._rerankers[name] = self.rerankers.get(name, device=self.settings.device)
+                from mmembed.rerankers import load_reranker
+
+                # as `index build --reranker` creates it: same dtype, same on-disk image features
+                self._rerankers[name] = load_reranker(name, self.settings, self.rerankers)
             return self._rerankers[name]
+
+    # --- background warm-up ---------------------------------------------------------------------------
+
+    def start_warmup(self) -> BackgroundPrecompute | None:
+        """After the server starts: load the default pipeline and reranker and encode the corpus images for the
+        reranker, on a background thread (visitors' queries go first; see MLLMReranker). None when the default
+        reranker cannot run here (nothing to warm; its column says why when asked)."""
+        from mmembed.rerankers.precompute import BackgroundPrecompute
+
+        name = self.default_reranker()
+        try:
+            self.check_usable("reranker", name)
+        except MMEmbedError:
+            return None
+
+        def load(progress: ProgressFn) -> tuple[Reranker, Any]:
+            self.pipeline(self.default_embedder()[0], progress)  # the first query's index, loaded meanwhile
+            report(progress, 0, 1, f"loading reranker {name}")
+            return self.reranker(name), self.corpus.items
+
+        with self._lock:
+            if self._warmup is None:
+                self._warmup = BackgroundPrecompute(load).start()
+        return self._warmup
+
+    def warmup_running(self) -> bool:
+        return self._warmup is not None and self._warmup.state == "running"
+
+    def warmup_status(self) -> str:
+        """One line for the page while the warm-up runs or when it failed; "" otherwise."""
+        job = self._warmup
+        if job is None or job.state == "done":
+            return ""
+        return job.status()
 
 
 def _reason(registry: Any, name: str, device: str) -> str | None:
