@@ -23,6 +23,7 @@ that agreement is only a proxy for the real model's (the JSON says which weights
     .venv/bin/python -m benchmarks.bench_rerank --quick            # one query per modality
     .venv/bin/python -m benchmarks.bench_rerank --quick --int8 --naive-every 0   # int8 p50 + agreement, no naive
     .venv/bin/python -m benchmarks.bench_rerank --smoke            # < 1 minute: checks the script, measures nothing
+    .venv/bin/python -m benchmarks.bench_rerank --mini             # the offline cross-encoder, top-20 (its own row)
 
 `--smoke` keeps the architecture's widths but only 2 text and 2 vision layers (random weights even when the real
 checkpoint is cached) and one query per modality; its JSON says `"smoke": true` and its timings mean nothing.
@@ -186,7 +187,15 @@ def main() -> None:
                         help="also time dtype=int8 (quantised language model) and report agreement with float32")
     parser.add_argument("--naive-every", type=int, default=1,
                         help="run the naive loop on every Nth query only (it is slow); 1 = all, 0 = never")
+    parser.add_argument("--mini", action="store_true",
+                        help="the offline cross-encoder mmembed-mini-rerank instead: top-20 of mmembed-mini on the "
+                        "sample corpus (see bench_mini_rerank.py)")
     args = parser.parse_args()
+    if args.mini:
+        from benchmarks.bench_mini_rerank import run
+
+        print(json.dumps(run(smoke=args.smoke, threads=args.threads), indent=2))
+        return
     import numpy as np
     import torch
 

@@ -47,6 +47,8 @@ class Settings:
     reranker: str = "smolvlm-256m"
     # Used when `embedder` cannot be loaded (offline and not cached): the model shipped in assets/.
     fallback_embedder: str = "mmembed-mini"
+    # Used when `reranker` cannot run here (weights not downloaded, needs a GPU): the cross-encoder in assets/.
+    fallback_reranker: str = "mmembed-mini-rerank"
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str = "auto"  # auto | cpu | cuda | mps
     # The first-stage embedder's: auto | float32 | float16 | bfloat16, or int8 (CLIP family, CPU).

@@ -64,16 +64,25 @@ class EvalReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, after: EvalReport | None = None) -> str:
+        """One table for Recall@k, one for the wrong-modality rate; given `after` (the same queries after
+        reranking), each cell reads "first stage → reranked"."""
+
+        def cell(value: float, other: float | None, fmt: str) -> str:
+            return fmt.format(value) if other is None else f"{fmt.format(value)} → {fmt.format(other)}"
+
         head = "| task | queries | " + " | ".join(f"R@{k}" for k in self.ks) + " |"
         lines = [head, "|" + "---|" * (2 + len(self.ks))]
         for task, by_k in self.recall.items():
-            cells = " | ".join(f"{100 * by_k[k]:.1f}" for k in self.ks)
+            cells = " | ".join(cell(100 * by_k[k], 100 * after.recall[task][k] if after else None, "{:.1f}")
+                               for k in self.ks)
             lines.append(f"| {task} | {self.query_counts[task]} | {cells} |")
         lines += ["", "| target | " + " | ".join(f"wrong-modality @{k}" for k in self.wrong_ks) + " |",
                   "|" + "---|" * (1 + len(self.wrong_ks))]
         for target, by_k in self.wrong_modality.items():
-            lines.append(f"| {target} | " + " | ".join(f"{100 * by_k[k]:.1f}%" for k in self.wrong_ks) + " |")
+            cells = " | ".join(cell(100 * by_k[k], 100 * after.wrong_modality[target][k] if after else None,
+                                    "{:.1f}%") for k in self.wrong_ks)
+            lines.append(f"| {target} | {cells} |")
         return "\n".join(lines)
 
 

@@ -231,14 +231,15 @@ class Pipeline:
     """Retrieval, then (optionally) reranking, as one call. Holds loaded models; cheap to call per query.
 
     `reranker` is used when `search(..., rerank=True)`; pass another reranker as `rerank=` per query.
-    `fusion_weight` mixes the first-stage score into the reranked order (see `rerankers.base.rerank`).
+    `fusion_weight` mixes the first-stage score into the reranked order (see `rerankers.base.rerank`; None:
+    the reranker's own weight, e.g. the one mmembed-mini-rerank ships, else 0).
     """
 
     # Candidates in the first scored batch of `rerank_steps`: small, so the first reranked results show
     # early; the rest are scored in the reranker's own batches. Measured in benchmarks/bench_ui.py.
     first_batch = 2
 
-    def __init__(self, retriever: Retriever, reranker: Reranker | None = None, *, fusion_weight: float = 0.0,
+    def __init__(self, retriever: Retriever, reranker: Reranker | None = None, *, fusion_weight: float | None = None,
                  embedder_note: str | None = None) -> None:
         self.retriever = retriever
         self.reranker = reranker

@@ -88,6 +88,38 @@ def test_index_build_and_eval(cli_env, capsys):
     assert "| t->i | 1 | 100.0 | 100.0 |" in out
 
 
+def test_eval_with_a_reranker_reports_both_stages(cli_env, capsys, monkeypatch):
+    from fakes import FakeReranker
+
+    from mmembed.rerankers import RERANKERS
+
+    class TargetFirst(FakeReranker):
+        name = "target-first"
+
+        def score(self, query, items, *, progress=None):
+            return [1.0 if item.modality is query.target else 0.0 for item in items]
+
+    monkeypatch.setattr(RERANKERS, "get", lambda name, **options: TargetFirst())
+    assert main(["eval", "--embedder", "mmembed-mini", "--reranker", "mmembed-mini-rerank", "--rerank-depth", "5",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["reranked"]) == set(data) - {"reranked", "reranker"}  # the same keys as the first stage's
+    assert data["reranker"] == {"name": "target-first", "depth": 5}
+    assert data["reranked"]["queries"] == data["queries"] and data["reranked"]["embedder"] == "mmembed-mini"
+    assert data["reranked"]["wrong_modality_rate"]["overall"]["@1"] == 0.0  # the target is always ranked first
+    assert main(["eval", "--embedder", "mmembed-mini", "--reranker", "mmembed-mini-rerank", "-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "first stage → reranked by target-first (top 20)" in out.splitlines()[0]
+    overall = [line for line in out.splitlines() if line.startswith("| overall |")]
+    assert len(overall) == 2 and all(" → " in line for line in overall)  # recall and wrong-modality rows
+    assert main(["eval", "--embedder", "mmembed-mini", "--reranker", "smolvlm-256m"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: reranker 'smolvlm-256m' can't run here: weights not downloaded (offline) "
+        "(python -m mmembed prefetch --reranker smolvlm-256m; offline, use mmembed-mini-rerank)")
+    assert main(["eval", "--embedder", "mmembed-mini", "--reranker", "x", "--rerank-depth", "0"]) == 1
+    assert "--rerank-depth must be a positive integer, got 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

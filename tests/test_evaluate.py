@@ -63,3 +63,13 @@ def test_progress_reports_each_query(setup):
     seen = []
     evaluate(retriever, queries, ks=(1,), progress=lambda d, t, what: seen.append((what, d, t)))
     assert [s for s in seen if s[0] == "evaluating"] == [("evaluating", i, 4) for i in range(1, 5)]
+
+
+def test_markdown_puts_a_second_stage_beside_the_first(setup):
+    retriever, queries = setup
+    natural = evaluate(retriever, queries, ks=(1,))
+    filtered = evaluate(retriever, queries, ks=(1,), mode="filtered")
+    table = natural.to_markdown(filtered)
+    assert "| t->i | 2 | 50.0 → 100.0 |" in table and "| overall | 4 | 50.0 → 100.0 |" in table
+    assert "| image | 50.0% → 0.0% | " in table
+    assert natural.to_markdown() == natural.to_markdown(None) and " → " not in natural.to_markdown()

@@ -71,3 +71,23 @@ def test_top_k_and_empty_input() -> None:
 def test_score_count_mismatch_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="returned 1 scores for 3 items"):
         rerank(Query(text="x"), _hits(["a", "b", "c"]), FixedReranker([0.5]))
+
+
+def test_a_rerankers_own_fusion_weight_is_the_default():
+    from mmembed.rerankers.base import rerank as rerank_
+    from mmembed.types import Hit, Item, Query
+
+    class Opinionated:
+        name = "opinionated"
+        fusion_weight = 0.9  # trusts the first stage a lot
+
+        def score(self, query, items, *, progress=None):
+            return [1.0 if item.id == "b" else 0.0 for item in items]
+
+    hits = [Hit(Item("a", text="a"), 0.9, 1), Hit(Item("b", text="b"), 0.5, 2)]
+    query = Query(text="x")
+    # fused: a = 0.9 * 0.95 + 0.1 * 0 = 0.855; b = 0.9 * 0.75 + 0.1 * 1 = 0.775 -> the first stage's order holds
+    assert [h.item.id for h in rerank_(query, hits, Opinionated())] == ["a", "b"]
+    assert [h.item.id for h in rerank_(query, hits, Opinionated(), fusion_weight=0.0)] == ["b", "a"]
+    with pytest.raises(ValueError, match="fusion_weight must be in"):
+        rerank_(query, hits, Opinionated(), fusion_weight=1.5)

@@ -1,7 +1,9 @@
 """`python -m mmembed eval`: Recall@k per task type and wrong-modality rates on M-BEIR-format queries.
 
 Runs through the workbench (mmembed.workbench), so `--failures` writes the same failure records the page
-shows, and `--compare EMBEDDER` puts a second model's figures beside the first, named.
+shows, and `--compare EMBEDDER` puts a second model's figures beside the first, named. `--reranker NAME`
+reranks every query's first-stage top `--rerank-depth` too: both stages' figures side by side; in `--json`
+the usual keys stay the first stage's and a `reranked` object with the same keys is added.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from mmembed.cli._common import add_retrieval_args, build_retriever
 
 if TYPE_CHECKING:
     from mmembed.embedders.base import Embedder
+    from mmembed.rerankers.base import Reranker
     from mmembed.retriever import Retriever
     from mmembed.workbench import WorkbenchReport
+    from mmembed.workbench.report import ModelRun
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "so is one whose rank-1 result has the wrong modality")
     parser.add_argument("--report", type=Path, metavar="FILE", default=None,
                         help="write the whole workbench report (figures, confusion, failures) as JSON")
+    parser.add_argument("--reranker", default=None, metavar="NAME",
+                        help="also rerank each query's top --rerank-depth with this reranker (offline: "
+                        "mmembed-mini-rerank) and report the first stage and the reranked figures side by side")
+    parser.add_argument("--rerank-depth", type=int, default=20, metavar="N",
+                        help="first-stage candidates the reranker sees per query (default 20)")
     add_retrieval_args(parser)
     parser.set_defaults(func=run)
 
@@ -57,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValidationError(f"--ks must be comma-separated integers (each at least 1), got {args.ks!r}") from exc
     if args.failure_k < 1:
         raise ValidationError(f"--failure-k must be a positive integer, got {args.failure_k}")
+    if args.rerank_depth < 1:
+        raise ValidationError(f"--rerank-depth must be a positive integer, got {args.rerank_depth}")
+    reranker = _reranker(args.reranker, args.device) if args.reranker else None  # refused before any indexing
     # the second embedder is created first (models load lazily), so an unknown name fails before any indexing
     second = _compare_embedder(args) if args.compare else None
     retrievers = [build_retriever(args, progress_bar=not args.json)]
@@ -65,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     query_set = load_query_set(args.queries or Settings.from_env().queries, retrievers[0].corpus,
                                image_root=args.image_root)
     with tqdm_progress(unit="query", disable=args.json) as progress:
-        report = run_workbench(query_set, retrievers, mode=args.mode, k=args.failure_k, ks=ks, progress=progress)
+        report = run_workbench(query_set, retrievers, mode=args.mode, k=args.failure_k, ks=ks, progress=progress,
+                               reranker=reranker, depth=args.rerank_depth)
     if args.failures is not None:
         text = report.failures_csv() if args.failures.suffix.lower() == ".csv" else report.failures_jsonl()
         atomic_write(args.failures, lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -93,6 +106,21 @@ def _compare_embedder(args: argparse.Namespace) -> Embedder:
     return EMBEDDERS.get(args.compare, **embedder_options(settings, args.compare))
 
 
+def _reranker(name: str, device: str | None) -> Reranker:
+    """The reranker `name`, refused up front (one line, no model load) when it cannot run here. No offline
+    fallback: figures for another reranker than the one asked for would be misleading."""
+    from mmembed.config import Settings
+    from mmembed.registry import BackendUnavailableError
+    from mmembed.rerankers import RERANKERS
+
+    settings = Settings.from_env(device=device)
+    reason = RERANKERS.unavailable_reason(name, device=settings.device)  # unknown names raise with the known ones
+    if reason is not None:
+        raise BackendUnavailableError(f"reranker '{name}' can't run here: {reason} (python -m mmembed prefetch "
+                                      f"--reranker {name}; offline, use mmembed-mini-rerank)")
+    return RERANKERS.get(name, device=settings.device)
+
+
 def _second_retriever(args: argparse.Namespace, embedder: Embedder, first: Retriever) -> Retriever:
     """The --compare embedder over the first one's corpus, cache folder and index type."""
     from mmembed.progress import tqdm_progress
@@ -109,7 +137,11 @@ def _json_summary(report: WorkbenchReport) -> dict[str, Any]:
     and, with --compare, a `compare` object with the same keys for the second model and the difference."""
     first, *rest = report.models
     data: dict[str, Any] = {**first.stages["first"].to_dict(), "embedder": first.name,
-                            "failures": len(first.failures)}
+                            "failures": len(_failed(first, "first"))}
+    if "reranked" in first.stages:
+        data["reranked"] = {**first.stages["reranked"].to_dict(), "embedder": first.name,
+                            "failures": len(_failed(first, "reranked"))}
+        data["reranker"] = {"name": report.reranker, "depth": report.depth}
     if rest:
         second = rest[0]
         difference = report.to_dict()["difference"]["first"]
@@ -119,11 +151,23 @@ def _json_summary(report: WorkbenchReport) -> dict[str, Any]:
     return data
 
 
+def _failed(run: ModelRun, stage: str) -> list:
+    """The run's failure records that failed at `stage` ("first" or "reranked")."""
+    return [record for record in run.failures if stage in record.stages and record.stages[stage].kinds]
+
+
 def _markdown(report: WorkbenchReport) -> str:
     parts = []
     for run in report.models:
-        parts += [f"{report.queries} queries, {run.name}, mode {report.mode}\n", run.stages["first"].to_markdown(),
-                  f"\nfailures (missed in the top {report.k} or wrong modality at rank 1): {len(run.failures)}\n"]
+        reranked = run.stages.get("reranked")
+        if reranked is None:
+            head, failed = f"{report.queries} queries, {run.name}, mode {report.mode}\n", f"{len(run.failures)}"
+        else:
+            head = (f"{report.queries} queries, {run.name}, mode {report.mode}; each cell: first stage → "
+                    f"reranked by {report.reranker} (top {report.depth})\n")
+            failed = f"{len(_failed(run, 'first'))} → {len(_failed(run, 'reranked'))}"
+        parts += [head, run.stages["first"].to_markdown(reranked),
+                  f"\nfailures (missed in the top {report.k} or wrong modality at rank 1): {failed}\n"]
     difference = report.difference()
     if difference is not None:
         second, first = report.models[1].name, report.models[0].name

@@ -50,6 +50,13 @@ for _info in (
         needs_gpu=True,
         allow_patterns=_MLLM_FILES,
     ),
+    BackendInfo(
+        name="mmembed-mini-rerank",
+        factory="mmembed.rerankers.mini:MiniReranker",
+        description="Small offline multimodal cross-encoder (MiniLM + mmembed-mini's image tower) trained by this "
+        "project to rerank mmembed-mini's top-N; not an MLLM (ships in assets/, needs no network)",
+        license="Apache-2.0",
+    ),
 ):
     RERANKERS.register(_info)
 

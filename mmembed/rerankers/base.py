@@ -5,6 +5,8 @@ A reranker scores (query, candidate) pairs; higher is better. MLLM rerankers ret
     fused = weight * first_stage + (1 - weight) * reranker      (weight 0 = pure reranker, the default)
 First-stage inner products of unit vectors lie in [-1, 1] and P("True") in [0, 1]; we map the
 first-stage score to [0, 1] with (s + 1) / 2 before fusing so both terms live on the same scale.
+`fusion_weight=None` takes the reranker's own `fusion_weight` attribute when it has one (mmembed-mini-rerank
+ships the weight selected on its training set's validation split), else 0.
 """
 
 from __future__ import annotations
@@ -34,17 +36,18 @@ def rerank(
     reranker: Reranker,
     top_k: int | None = None,
     *,
-    fusion_weight: float = 0.0,
+    fusion_weight: float | None = None,
     progress: ProgressFn | None = None,
 ) -> list[Hit]:
     """Rescore the first `top_k` hits (all if None) and return them re-sorted with ranks 1..n.
 
     Each returned Hit keeps the first-stage score in `first_stage_score` and its old rank in
     `original_rank`, so `Hit.movement` tells how far it moved. Ties keep first-stage order.
-    `fusion_weight` in [0, 1] mixes in the first-stage score (see the module docstring): 0 (default) ranks
-    by the reranker alone, 1 keeps the first-stage order, 0.5 averages the two on a [0, 1] scale.
+    `fusion_weight` in [0, 1] mixes in the first-stage score (see the module docstring): 0 ranks by the
+    reranker alone, 1 keeps the first-stage order, 0.5 averages the two on a [0, 1] scale; None (default)
+    takes the reranker's own `fusion_weight`, or 0 when it has none.
     """
-    _check_weight(fusion_weight)
+    fusion_weight = resolve_fusion_weight(reranker, fusion_weight)
     pool = list(hits if top_k is None else hits[:top_k])
     if not pool:
         return []
@@ -60,7 +63,7 @@ def iter_rerank(
     reranker: Reranker,
     top_k: int | None = None,
     *,
-    fusion_weight: float = 0.0,
+    fusion_weight: float | None = None,
     progress: ProgressFn | None = None,
     first_batch: int | None = 2,
 ) -> Iterator[list[Hit]]:
@@ -71,7 +74,7 @@ def iter_rerank(
     every batch, and `first_batch` keeps the first one small so a page shows results early; any other
     reranker is scored in one call (one step).
     """
-    _check_weight(fusion_weight)
+    fusion_weight = resolve_fusion_weight(reranker, fusion_weight)
     pool = list(hits if top_k is None else hits[:top_k])
     if not pool:
         yield []
@@ -88,9 +91,13 @@ def iter_rerank(
         raise RuntimeError(f"reranker {reranker.name!r} scored {len(scores)} of {len(pool)} items")
 
 
-def _check_weight(fusion_weight: float) -> None:
+def resolve_fusion_weight(reranker: Reranker, fusion_weight: float | None) -> float:
+    """`fusion_weight`, or the reranker's own (`fusion_weight` attribute) when None, else 0; checked."""
+    if fusion_weight is None:
+        fusion_weight = float(getattr(reranker, "fusion_weight", 0.0) or 0.0)
     if not 0.0 <= fusion_weight <= 1.0:
         raise ValidationError(f"fusion_weight must be in [0, 1], got {fusion_weight}")
+    return fusion_weight
 
 
 def _ranked(pool: list[Hit], scores: dict[int, float], fusion_weight: float) -> list[Hit]:

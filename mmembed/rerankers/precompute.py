@@ -22,6 +22,8 @@ DESCRIPTION = "reranker image features"
 
 @dataclass(frozen=True)
 class PrecomputeSummary:
+    """What precomputing a reranker's corpus image features did (counts per outcome), for the CLI and the page."""
+
     reranker: str
     supported: bool
     images: int  # corpus items with an image

@@ -80,7 +80,7 @@ def build_inputs(state: DemoState, default_embedder: str) -> Inputs:
                              ("filtered: only the target modality", "filtered")],
                             value="natural", label="Mode", elem_id="mode")
             top_k = gr.Slider(1, h.MAX_TOP_K, value=settings.top_k, step=1, label="top-k", elem_id="top-k")
-            rerank_on = gr.Checkbox(value=True, label="Rerank with an MLLM", elem_id="rerank-on")
+            rerank_on = gr.Checkbox(value=True, label="Rerank the candidates", elem_id="rerank-on")
             with gr.Accordion("Models", open=False):
                 embedder = gr.Dropdown([(c.label, c.name) for c in state.embedder_choices(check_gpu=False)],
                                        value=default_embedder, label="Embedder (first stage)", elem_id="embedder")
@@ -117,7 +117,7 @@ def build_results() -> Results:
             first = gr.HTML(render_column(None, "", placeholder=FIRST_PLACEHOLDER, stage_id="first"),
                             elem_id="first-stage")
         with gr.Column():
-            gr.HTML('<h3 class="mm-coltitle">② After MLLM reranking</h3>')
+            gr.HTML('<h3 class="mm-coltitle">② After reranking</h3>')
             second = gr.HTML(render_column(None, "", placeholder=SECOND_PLACEHOLDER, stage_id="reranked"),
                              elem_id="reranked")
     with gr.Row(equal_height=False):

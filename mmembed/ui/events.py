@@ -142,7 +142,7 @@ class DemoEvents:
             target: image, text or image+text
             mode: natural (rank the whole pool) or filtered (only the target modality)
             top_k: results per stage, 1-50
-            rerank_on: rerank the candidates with an MLLM
+            rerank_on: rerank the candidates (with an MLLM, or offline the shipped cross-encoder)
             embedder: first-stage embedder name
             reranker: reranker name
             depth: candidates the reranker sees (at least top_k)
@@ -205,7 +205,8 @@ class DemoEvents:
         return line, gr.Timer(active=self.state.warmup_running())
 
     def model_status(self, embedder: str, reranker: str) -> str:
-        return self.model_line(embedder, reranker, self.state.embedder_note(embedder))
+        notes = [note for note in (self.state.embedder_note(embedder), self.state.reranker_note(reranker)) if note]
+        return self.model_line(embedder, reranker, " ".join(notes) or None)
 
     def refresh_models(self, embedder: str, reranker: str):
         """Full availability labels (the GPU check imports torch, so it waits for the first page load)."""

@@ -29,7 +29,7 @@ IN_MEMORY_NOTE = ("The index cache on this server cannot be written, so the inde
 MAX_QUERY_CHARS = 2000  # far beyond any model's context; longer input is a paste accident, not a query
 MAX_TOP_K = 50
 TARGETS = {"image": Modality.IMAGE, "text": Modality.TEXT, "image+text": Modality.IMAGE_TEXT}
-RERANK_OFF = "Reranking is off: tick “Rerank with an MLLM” to compare."
+RERANK_OFF = "Reranking is off: tick “Rerank the candidates” to compare."
 
 
 class UserInputError(ValidationError):

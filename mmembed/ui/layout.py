@@ -46,7 +46,9 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
     with gr.Blocks(title="mmembed · multimodal retrieval with MLLMs", delete_cache=(3600, 86400)) as demo:
         gr.HTML(HEADER)
         inputs = build_inputs(state, default_embedder)
-        status = gr.HTML(events.model_line(default_embedder, state.default_reranker(), startup_note, check_gpu=False),
+        default_reranker = state.default_reranker()
+        notes = " ".join(note for note in (startup_note, state.reranker_note(default_reranker)) if note) or None
+        status = gr.HTML(events.model_line(default_embedder, default_reranker, notes, check_gpu=False),
                          elem_id="status")
         wire_warmup(demo, events)
         example_box = gr.Examples([e.row() for e in examples], inputs=[inputs.text, inputs.image, inputs.target,
@@ -55,7 +57,7 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                                   examples_per_page=8)
         results = build_results()
         wire_search(events, inputs, results, status, example_box)
-        wire_models(demo, events, inputs, status, default_embedder, state.default_reranker())
+        wire_models(demo, events, inputs, status, default_embedder, default_reranker)
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
     explain_bad_inputs(demo)
     return demo

@@ -154,10 +154,28 @@ class DemoState:
         return note if name == default and name != self.settings.embedder else None
 
     def default_reranker(self) -> str:
-        names = [choice.name for choice in self.reranker_choices(check_gpu=False)]
-        if self.settings.reranker in names:
-            return self.settings.reranker
-        return names[0] if names else ""
+        """The reranker the page starts with: the configured one, or the offline fallback (see
+        `reranker_note`) when no weights of it can be had here."""
+        return self._reranker_choice()[0]
+
+    def reranker_note(self, name: str) -> str | None:
+        """Why `name` reranks instead of the configured reranker, when the page picked it as the fallback."""
+        default, note = self._reranker_choice()
+        return note if name == default and name != self.settings.reranker else None
+
+    def _reranker_choice(self) -> tuple[str, str | None]:
+        from mmembed.rerankers.fallback import choose_reranker
+
+        names = self.rerankers.names()
+        if not names:
+            return "", None
+        wanted = self.settings.reranker if self.settings.reranker in names else names[0]
+        # as in _choices: while the page is built, assume a GPU rather than import torch to look for one
+        device = self.settings.device if self.settings.device != "auto" else "cuda"
+        try:
+            return choose_reranker(self.settings, wanted, self.rerankers, device=device)
+        except Exception:  # a broken cache entry must not take the page down: keep the configured name
+            return wanted, None
 
     def choices(self, kind: str, *, check_gpu: bool = True) -> list[BackendChoice]:
         """`embedder_choices` or `reranker_choices` by `kind` ("embedder" | "reranker")."""

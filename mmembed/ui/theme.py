@@ -9,7 +9,8 @@ HEADER = """
   <h1>mmembed <span>universal multimodal retrieval with multimodal LLMs</span></h1>
   <p>Ask for an <b>image</b>, a <b>text</b> or <b>both</b>. A universal retriever ranks a mixed pool of all three;
   its first stage often returns the wrong modality (<i>modality bias</i>: texts crowd out the images you asked
-  for). An MLLM reranker then re-scores the candidates. Compare the two columns and the modality mix below.
+  for). A reranker then re-scores the candidates (an MLLM; offline, the shipped cross-encoder). Compare the
+  two columns and the modality mix below.
   After <a href="https://arxiv.org/abs/2411.02571" target="_blank" rel="noopener">MM-Embed</a> (NVIDIA, 2024).</p>
 </div>
 """
