@@ -17,7 +17,7 @@ sample_corpus/sources.txt (and in sample_corpus/corpus.jsonl's `source` fields) 
 clip art whose SVG bytes equal an excluded one's (the package ships duplicates under other paths), any
 image whose pixels hash equal a sample_corpus image's, and any text equal to a sample_corpus item or query.
 
-    .venv/bin/python scripts/build_training_set.py --out build/training_set [--max-clipart 5000]
+    .venv/bin/python scripts/build_training_set.py --out build/training_set
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ from mmembed.types import Modality  # noqa: E402
 
 CLIPART_DIR = Path("/usr/share/openclipart/svg")
 WORDNET_DIR = Path("/usr/share/wordnet")
-IMAGE_SIZE = 64
-FORMAT_VERSION = 1
+IMAGE_SIZE = 64  # the size image hashes are taken at (tests/test_train_disjoint.py compares at 64 px)
+RENDER_SIZE = 128  # the size images are stored at: image towers read up to this resolution
+FORMAT_VERSION = 2
 
 _TAG = re.compile(r"<[^>]+>")
 _TITLE = re.compile(r"<dc:title>([^<]*)</dc:title>")
@@ -54,6 +55,15 @@ _SUBJECT = re.compile(r"<dc:subject>(.*?)</dc:subject>", re.S)
 _LI = re.compile(r"<rdf:li>([^<]*)</rdf:li>")
 _JUNK_TITLE = re.compile(r"\d{4}|collection|theme|untitled|\.svg|^[\W\d_]+$", re.I)
 _GENERIC_TITLES = {"", "open clip art library", "untitled", "clipart", "clip art", "image", "drawing", "svg"}
+# keywords too broad to name what a drawing shows (a concept is looked up in the others first)
+_GENERIC_WORDS = {"symbol", "symbols", "icon", "icons", "shape", "shapes", "people", "unsorted", "clip art", "clipart",
+                  "signs and symbols", "sign", "art", "image", "picture", "drawing", "cartoon", "color", "colour",
+                  "black and white", "line art", "media", "public domain", "svg", "remix", "design", "simple",
+                  "red", "blue", "green", "black", "white", "yellow", "object", "thing", "illustration"}
+MAX_PER_TITLE = 4
+MAX_PER_CONCEPT = 60  # images per concept kept as positives of one query (the rest stay in the pool)
+TEXT_TO_IMAGE = ("{}", "a picture of {}", "an image of {}", "a drawing of {}", "{} clip art", "a photo of {}",
+                 "show me {}", "an illustration of {}", "{}, pictured")
 
 
 @dataclass
@@ -175,31 +185,42 @@ def read_clipart(path: Path) -> Clipart | None:
     return Clipart(f"openclipart:{rel}", path, title, description, keywords[:8], category)
 
 
-def render(svg: Path, out_png: Path) -> bool:
-    """Rasterise onto white with rsvg-convert, then pad to a square IMAGE_SIZE PNG."""
+def render(svg: Path, out_png: Path, cache: Path | None = None) -> bool:
+    """Rasterise onto white with rsvg-convert, then pad to a square RENDER_SIZE PNG. Renderings are kept in
+    `cache` by SVG content, so rebuilding the set (new exclusions) does not rasterise everything again."""
     from PIL import Image
 
     from mmembed.models.mini_images import prepare_image
 
+    cached = cache / f"{hashlib.sha256(svg.read_bytes()).hexdigest()[:32]}.png" if cache is not None else None
+    if cached is not None and cached.is_file():
+        shutil.copyfile(cached, out_png)
+        return True
+    if cached is not None and cached.with_suffix(".failed").is_file():
+        return False
     try:
         done = subprocess.run(
-            ["rsvg-convert", "-w", str(IMAGE_SIZE * 2), "-h", str(IMAGE_SIZE * 2), "-a", "-b", "white", str(svg)],
+            ["rsvg-convert", "-w", str(RENDER_SIZE * 2), "-h", str(RENDER_SIZE * 2), "-a", "-b", "white", str(svg)],
             capture_output=True,
             timeout=10,
             check=False,
         )
     except subprocess.TimeoutExpired:
         return False
-    if done.returncode != 0 or not done.stdout:
+    square = None
+    if done.returncode == 0 and done.stdout:
+        try:
+            with Image.open(io.BytesIO(done.stdout)) as image:
+                square = prepare_image(image, RENDER_SIZE)
+        except Exception:  # a broken SVG is skipped, not fatal
+            square = None
+    if square is None or square.getextrema() in (((255, 255), (255, 255), (255, 255)), ((0, 0), (0, 0), (0, 0))):
+        if cached is not None:  # blank or broken rendering: nothing to learn from; remember not to retry
+            cached.with_suffix(".failed").touch()
         return False
-    try:
-        with Image.open(io.BytesIO(done.stdout)) as image:
-            square = prepare_image(image, IMAGE_SIZE)
-    except Exception:  # a broken SVG is skipped, not fatal
-        return False
-    if square.getextrema() in (((255, 255), (255, 255), (255, 255)), ((0, 0), (0, 0), (0, 0))):
-        return False  # blank rendering: nothing to learn from
     square.save(out_png, format="PNG", optimize=True)
+    if cached is not None:
+        shutil.copyfile(out_png, cached)
     return True
 
 
@@ -277,7 +298,7 @@ def read_twemoji(folder: Path, exclusion: Exclusion, stats: dict[str, int]) -> l
 
 def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed: int, workers: int,
           twemoji: Path | None = None, max_twemoji: int = 1500, concepts: Path | None = None) -> dict:
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     rng = random.Random(seed)
     exclusion = Exclusion.from_sample_corpus(sample_corpus)
@@ -313,15 +334,25 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
             continue
         cliparts.append(clip)
     rng.shuffle(cliparts)
-    cliparts = cliparts[: max_clipart * 11 // 10]  # a margin for renderings that fail
+    per_title: dict[str, int] = {}
+    capped = []
+    for clip in cliparts:  # the package repeats some drawings (a star set, flowchart pieces) dozens of times
+        title = norm_text(clip.title)
+        per_title[title] = per_title.get(title, 0) + 1
+        if per_title[title] <= MAX_PER_TITLE:
+            capped.append(clip)
+    stats["capped_title"] = len(cliparts) - len(capped)
+    cliparts = capped[: max_clipart * 11 // 10]  # a margin for renderings that fail
 
     if out.exists():
         shutil.rmtree(out)
     (out / "images").mkdir(parents=True)
+    render_cache = out.parent / f"{out.name}_render_cache"
+    render_cache.mkdir(exist_ok=True)
     names = [f"oc{i:05d}" for i in range(len(cliparts))]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         jobs = [(clip.path, out / "images" / f"{name}.png") for clip, name in zip(cliparts, names, strict=True)]
-        ok = list(pool.map(lambda job: render(*job), jobs))
+        ok = list(pool.map(lambda job: render(*job, cache=render_cache), jobs))
     kept: list[Clipart] = []
     for clip, name, good in zip(cliparts, names, ok, strict=False):
         if not good:
@@ -348,7 +379,7 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
             with Image.open(entry.path) as image:
                 from mmembed.models.mini_images import prepare_image
 
-                square = prepare_image(image, IMAGE_SIZE)
+                square = prepare_image(image, RENDER_SIZE)
             entry.png = out / "images" / f"em{i:05d}.png"
             square.save(entry.png, format="PNG", optimize=True)
             entry.pixel_hash = pixel_hash(square)
@@ -367,21 +398,54 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
         return (syn["key"] not in exclusion.keys and not (syn["alt_keys"] & exclusion.keys)
                 and not (syn["senses"] & exclusion.wordnet_senses) and not exclusion.blocks_gloss(syn["gloss"]))
 
-    topical: dict[str, str] = {}  # clip key -> synset offset of its title word
+    def lookup(word: str) -> str | None:
+        lemma = word.lower().strip().replace(" ", "_").replace("-", "_")
+        forms = [lemma]
+        if lemma.endswith("ies"):
+            forms.append(lemma[:-3] + "y")
+        if lemma.endswith("es"):
+            forms.append(lemma[:-2])
+        if lemma.endswith("s"):
+            forms.append(lemma[:-1])
+        for form in forms:
+            offset = first_sense.get(form)
+            if offset and usable(offset):
+                return offset
+        return None
+
+    def concept_of(clip: Clipart) -> str | None:
+        """The WordNet noun a drawing shows: its whole title, then its specific keywords, then the title's
+        last word (the head noun of "red apple"), then its folder. Generic tags ("symbol") come last."""
+        words = norm_text(clip.title).split()
+        specific = [k for k in clip.keywords if k.lower() not in _GENERIC_WORDS]
+        folder = clip.category.split()[-1:] if clip.category else []
+        for word in [clip.title, *specific, *words[-1:], *folder]:
+            if word and word.lower() not in _GENERIC_WORDS:
+                offset = lookup(word)
+                if offset:
+                    return offset
+        return None
+
+    topical: dict[str, str] = {}  # clip key -> synset offset of the concept it shows
     chosen: list[str] = []
     for clip in kept:
-        for word in [clip.title, *clip.keywords[:2]]:
-            lemma = word.lower().strip().replace(" ", "_")
-            offset = first_sense.get(lemma)
-            if offset and usable(offset):
-                topical.setdefault(clip.key, offset)
-                if offset not in chosen:
-                    chosen.append(offset)
-                break
+        offset = concept_of(clip)
+        if offset:
+            topical[clip.key] = offset
+            if offset not in chosen:
+                chosen.append(offset)
     others = [o for o in synsets if o not in set(chosen) and usable(o) and len(synsets[o]["gloss"]) > 30]
     rng.shuffle(others)
     chosen += others[: max(0, n_wordnet - len(chosen))]
     stats["wordnet_excluded"] = sum(1 for o in synsets if not usable(o))  # slow-ish: ~80k glosses
+    members: dict[str, list[Clipart]] = {}
+    for clip in kept:
+        if clip.key in topical:
+            members.setdefault(topical[clip.key], []).append(clip)
+
+    def concept_name(clip: Clipart) -> str:
+        offset = topical.get(clip.key)
+        return synsets[offset]["lemmas"][0] if offset else clip.title.lower()
 
     # 3. candidate pool
     pool_rows: list[dict] = []
@@ -393,11 +457,13 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
         tags = ", ".join(clip.keywords[:5])
         about = clip.description if clip.description and norm_text(clip.description) != norm_text(clip.title) else ""
         text = f"{clip.title}. {about}".strip() if about else f"{clip.title}: a drawing of {tags or clip.category}."
+        concept = {"concept": concept_name(clip)}  # what the image shows: the trainer's concept label
         pool_rows += [
-            {"did": f"{stem}:image", "txt": None, "img_path": img, "modality": "image", "source": clip.key},
+            {"did": f"{stem}:image", "txt": None, "img_path": img, "modality": "image", "source": clip.key,
+             **concept},
             {"did": f"{stem}:text", "txt": text, "img_path": None, "modality": "text", "source": clip.key},
             {"did": f"{stem}:image,text", "txt": clip.title, "img_path": img, "modality": "image,text",
-             "source": clip.key},
+             "source": clip.key, **concept},
         ]
         sources.add(clip.key)
     for offset in chosen:
@@ -406,58 +472,64 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
                           "source": syn["key"]})
         sources.add(syn["key"])
 
-    # 4. queries: each clip art feeds two of the image tasks; WordNet nouns feed text->text
+    # 4. queries: each clip art feeds two of the image tasks; WordNet nouns feed text->text. Positives are
+    #    concept-level: every drawing of the same WordNet noun answers "a picture of an apple" and an apple
+    #    image query, so the image tower must learn what is drawn, not match one drawing to its own title.
     T, I, IT = Modality.TEXT, Modality.IMAGE, Modality.IMAGE_TEXT  # noqa: E741
     query_rows: list[dict] = []
 
-    def add(task: str, qmod: Modality, target: Modality, txt: str | None, img: str | None, pos: str, src: str):
-        query_rows.append({
-            "qid": f"q{len(query_rows):06d}", "query_txt": txt, "query_img_path": img,
-            "query_modality": qmod.value, "pos_cand_list": [pos], "task": task, "target_modality": target.value,
-            "instruction": instruction(qmod, target), "source": src,
-        })
+    def add(task: str, qmod: Modality, target: Modality, txt: str | None, img: str | None, pos: list[str],
+            src: str, ignore: list[str] | None = None):
+        row = {"qid": f"q{len(query_rows):06d}", "query_txt": txt, "query_img_path": img,
+               "query_modality": qmod.value, "pos_cand_list": list(dict.fromkeys(pos)), "task": task,
+               "target_modality": target.value, "instruction": instruction(qmod, target), "source": src}
+        if ignore:  # the query's own image is in the pool: neither a positive nor a negative
+            row["ignore_cand_list"] = ignore
+        query_rows.append(row)
 
     for clip in kept:
         stem, img = clip.png.stem, f"images/{clip.png.name}"
         tasks = ["t->i", "t->i", "t->(i,t)", "i->t", "i->i", "(i,t)->t", "(i,t)->i", "(i,t)->(i,t)"]
+        offset = topical.get(clip.key)
+        others = [m for m in members.get(offset, []) if m is not clip] if offset else []
+        group = [clip, *rng.sample(others, min(len(others), MAX_PER_CONCEPT - 1))]
+        stems = [m.png.stem for m in group]
+        name = concept_name(clip)
+        gloss = [f"wn{offset}:text"] if offset else []
 
-        def view(stem: str = stem, png: Path = clip.png) -> str:
-            """A mirrored, cropped view of the drawing: the same thing, other pixels (query side only)."""
-            qname = f"images/{stem}_q.png"
-            if not (out / qname).exists():
-                with Image.open(png) as image:
-                    mirrored = ImageOps.mirror(image.convert("RGB"))
-                    w, h = mirrored.size
-                    mirrored.crop((w // 10, h // 10, w - w // 10, h - h // 10)).resize((w, h)).save(out / qname)
-            return qname
-
+        if len(group) < 2:  # image->image needs another drawing of the same thing
+            tasks = [t for t in tasks if t not in ("i->i", "(i,t)->i", "(i,t)->(i,t)")]
+        others_img = [f"{s}:image" for s in stems[1:]]
+        others_it = [f"{s}:image,text" for s in stems[1:]]
         for task in rng.sample(tasks, 2):
             if task == "t->i":
-                add(task, T, I, rng.choice([clip.title, f"a picture of {clip.title.lower()}"]), None,
-                    f"{stem}:image", clip.key)
+                words = name if rng.random() < 0.6 else clip.title.lower()
+                add(task, T, I, rng.choice(TEXT_TO_IMAGE).format(words), None, [f"{s}:image" for s in stems],
+                    clip.key)
             elif task == "t->(i,t)":
                 words = ", ".join(clip.keywords[:4]) or clip.category
-                add(task, T, IT, f"{clip.title.lower()} ({words})", None, f"{stem}:image,text", clip.key)
+                text = rng.choice([f"{clip.title.lower()} ({words})", f"{name} with its caption", name])
+                add(task, T, IT, text, None, [f"{s}:image,text" for s in stems], clip.key)
             elif task == "i->t":
-                add(task, I, T, None, img, f"{stem}:text", clip.key)
+                add(task, I, T, None, img, [f"{stem}:text", *gloss], clip.key)
             elif task == "i->i":
-                add(task, I, I, None, view(), f"{stem}:image", clip.key)
+                add(task, I, I, None, img, others_img, clip.key, [f"{stem}:image", f"{stem}:image,text"])
             elif task == "(i,t)->i":
                 add(task, IT, I, rng.choice(["Find another picture of this.", "Show me a similar image.",
-                                             "Another image of the same thing."]), view(), f"{stem}:image", clip.key)
+                                             "Another image of the same thing.", "More pictures like this one."]),
+                    img, others_img, clip.key, [f"{stem}:image", f"{stem}:image,text"])
             elif task == "(i,t)->(i,t)":
-                add(task, IT, IT, rng.choice(["Find this picture with its title.", "The same drawing, captioned."]),
-                    view(), f"{stem}:image,text", clip.key)
+                add(task, IT, IT, rng.choice(["Find this picture with its title.", "The same kind of thing, captioned.",
+                                              "Other captioned pictures of this."]),
+                    img, others_it, clip.key, [f"{stem}:image", f"{stem}:image,text"])
             elif task == "(i,t)->t":
-                if clip.key in topical:
-                    add(task, IT, T, "What is shown in this picture?", img, f"wn{topical[clip.key]}:text", clip.key)
-                else:
-                    add(task, IT, T, "Describe this drawing.", img, f"{stem}:text", clip.key)
+                add(task, IT, T, rng.choice(["What is shown in this picture?", "What is this?",
+                                             "Describe this drawing."]), img, [*gloss, f"{stem}:text"], clip.key)
     for offset in chosen:
         syn = synsets[offset]
         lemmas = syn["lemmas"]
         text = lemmas[0] if len(lemmas) == 1 or rng.random() < 0.5 else f"{lemmas[0]} ({', '.join(lemmas[1:3])})"
-        add("t->t", T, T, f"what is {text}?", None, f"wn{offset}:text", syn["key"])
+        add("t->t", T, T, f"what is {text}?", None, [f"wn{offset}:text"], syn["key"])
 
     # 5. validation split: 5 % of the sources, all their queries together (no leakage through siblings)
     for row in query_rows:
@@ -475,9 +547,12 @@ def build(out: Path, sample_corpus: Path, max_clipart: int, n_wordnet: int, seed
         tasks_count[row["task"]] = tasks_count.get(row["task"], 0) + 1
     manifest = {
         "format_version": FORMAT_VERSION,
-        "image_size": IMAGE_SIZE,
+        "image_size": RENDER_SIZE,
+        "hash_size": IMAGE_SIZE,
         "seed": seed,
         "clipart": n_clipart,
+        "concepts": len(members),
+        "images_with_concept": sum(len(m) for m in members.values()),
         "twemoji": len(kept) - n_clipart,
         "wordnet": len(chosen),
         "pool": len(pool_rows),
@@ -501,11 +576,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "training_set")
     parser.add_argument("--sample-corpus", type=Path, default=ROOT / "sample_corpus",
                         help="evaluation corpus whose items must not appear in training data")
-    parser.add_argument("--max-clipart", type=int, default=5000)
+    parser.add_argument("--max-clipart", type=int, default=20000, help="default: all usable drawings")
     parser.add_argument("--wordnet", type=int, default=4000, help="number of WordNet glosses in the pool")
     parser.add_argument("--twemoji", type=Path, default=ROOT / "build" / "npm" / "node_modules"
                         / "emoji-datasource-twitter", help="emoji-datasource-twitter folder (skipped if absent)")
-    parser.add_argument("--max-twemoji", type=int, default=1500)
+    parser.add_argument("--max-twemoji", type=int, default=5000, help="default: every Twemoji")
     parser.add_argument("--exclude-concepts", type=Path, default=None,
                         help="also exclude everything matching the sample corpus's concept table "
                         "(scripts/sample_corpus_concepts.py): a safe superset before sample_corpus/ exists")

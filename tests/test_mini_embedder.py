@@ -83,6 +83,30 @@ def test_missing_model_dir_says_how_to_get_one(tmp_path):
         MiniEmbedder(EMBEDDERS.info("mmembed-mini"), model_dir=tmp_path / "nothing")
 
 
+def test_rand_variant_ships_beside_in_the_same_format(mini):
+    """mmembed-mini-rand (M_rand, random negatives only) is registered, ships in its own folder in the same
+    format, and is a different model from the shipped (modality-aware) one."""
+    import json
+
+    from mmembed.embedders.mini import ASSETS
+
+    rand = MiniEmbedder(EMBEDDERS.info("mmembed-mini-rand"), device="cpu")
+    assert rand.model_dir == ASSETS / "mmembed-mini-rand"
+    assert rand.fingerprint.startswith("mmembed-mini-rand:") and rand.fingerprint != mini.fingerprint
+    rand_config = json.loads((rand.model_dir / "config.json").read_text())
+    mini_config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    assert rand_config["model_type"] == mini_config["model_type"] == "mmembed-mini"
+    assert rand_config["training"]["stage"]["negatives"] == "random" and rand_config["shipped_stage"] == "m_rand"
+    assert mini_config["training"]["stage"]["negatives"] == "hard"
+    assert {k: rand_config[k] for k in ("dim", "image_size", "image_tower")} == {
+        k: mini_config[k] for k in ("dim", "image_size", "image_tower")}
+    shipped = sum(p.stat().st_size for d in (rand.model_dir, DEFAULT_MODEL_DIR) for p in d.glob("*.safetensors"))
+    assert shipped < 25 * 1024 * 1024, "both mini models together leave room for the reranker in 50 MB"
+    query = Query(text="a red apple", target="image")
+    a, b = rand.embed_query(query), mini.embed_query(query)
+    assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5) and float(a @ b) < 0.999
+
+
 def test_inference_never_imports_training_code(picture):
     """The layering of issue 10: embedders/ and models/ serve the model; train/ is only for training."""
     import subprocess

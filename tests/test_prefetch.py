@@ -122,6 +122,8 @@ def test_list_shows_every_backend_and_its_state(capsys):
     by_name = {line.split()[1]: line for line in lines}
     assert "openai/clip-vit-base-patch32" in by_name["clip-b32"] and by_name["clip-b32"].endswith("not downloaded")
     assert by_name["mmembed-mini"].endswith("ships with mmembed")
+    assert by_name["mmembed-mini-rand"].startswith("embedder") and by_name["mmembed-mini-rand"].endswith(
+        "Apache-2.0      ships with mmembed")
     assert by_name["smolvlm-256m"].startswith("reranker")
     assert "CC-BY-NC-4.0" in by_name["mm-embed"] and "Apache-2.0" in by_name["gme-2b"]
 

@@ -128,6 +128,13 @@ def test_export_ships_weights_config_and_training_manifest(tiny, tmp_path):
     assert config["training_set"]["fingerprint"] == "f00" and config["shipped_stage"] == "model"
     assert config["fingerprint"] == result["fingerprint"]
     assert (shipped / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    from safetensors.torch import load_file
+
+    trained = load_file(str(tmp_path / "model" / "model.safetensors"))
+    stored = load_file(str(shipped / "model.safetensors"))
+    assert config["weights_dtype"] == "float16" and stored.keys() == trained.keys()
+    assert all(stored[k].dtype == torch.float16 and torch.allclose(stored[k].float(), trained[k], atol=1e-3, rtol=1e-2)
+               for k in trained if trained[k].is_floating_point())
     load_model_dir(shipped)
     (root / "manifest.json").unlink()
     with pytest.raises(Exception, match="lacks manifest.json"):

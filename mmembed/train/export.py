@@ -33,7 +33,9 @@ def export_model(model_dir: Path, data_dir: Path, dest: Path, extra: dict[str, A
     config["training_set"] = {k: manifest.get(k) for k in ("fingerprint", "clipart", "wordnet", "pool", "queries",
                                                             "tasks", "licenses")}
     config.update(extra or {})
-    copies = {WEIGHTS_NAME: model_dir / WEIGHTS_NAME, "train_log.json": model_dir / "train_log.json",
+    _write_half(model_dir / WEIGHTS_NAME, dest / WEIGHTS_NAME)
+    config["weights_dtype"] = "float16"
+    copies = {"train_log.json": model_dir / "train_log.json",
               "training_sources.txt": data_dir / "sources.txt",
               "training_image_hashes.txt": data_dir / "image_hashes.txt"}
     for name, source in copies.items():
@@ -43,3 +45,17 @@ def export_model(model_dir: Path, data_dir: Path, dest: Path, extra: dict[str, A
     atomic_write_json(dest / CONFIG_NAME, config, sort_keys=False)
     return {"dest": str(dest), "fingerprint": config["fingerprint"], "bytes": sum(
         p.stat().st_size for p in dest.iterdir() if p.is_file())}
+
+
+def _write_half(source: Path, dest: Path) -> None:
+    """The shipped weights in float16: half the bytes (loading casts them back to float32; outputs change
+    only by rounding). Training checkpoints and stage outputs stay float32."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from mmembed.storage import atomic_write
+
+    with safe_open(str(source), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(source)).items()}
+    atomic_write(dest, lambda tmp: save_file(state, str(tmp), metadata=metadata))

@@ -42,6 +42,7 @@ class PipelineConfig:
     top_n: int = 50
     threshold: int = 45
     text_cache: Path | None = None  # where frozen text-tower vectors are kept (default out/text_cache)
+    feature_cache: Path | None = None  # frozen image-backbone features (default out/feature_cache)
     max_c1: int = 10  # C1 negatives kept per query (highest ranked first), so C2 is not drowned out
 
 
@@ -77,6 +78,10 @@ class Pipeline:
             model = replace(model, text_tower_version=text_tower_version())
         return replace(model, dim=self.text_encoder.dim)
 
+    @property
+    def feature_cache(self) -> Path:
+        return self.config.feature_cache or self.config.out / "feature_cache"
+
     def stage_dir(self, stage: str) -> Path:
         return self.config.out / STAGE_DIRS[stage]
 
@@ -102,6 +107,13 @@ class Pipeline:
             return model
         torch.manual_seed(self.config.seed)
         model = build_model(self.model_config())
+        if self.config.model.image_tower == "efficientnet-lite0":  # start from the ImageNet weights (frozen)
+            from mmembed.models.efficientnet_lite import load_pretrained
+
+            # rounded to float16 as the shipped file stores it, so the saved init reloads to the very same weights
+            state = load_pretrained().state_dict()
+            model.image_tower.backbone.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                                                        for k, v in state.items()})
         save_model_dir(model, self.model_config(), init_dir, {"training": {"stage": "init", "seed": self.config.seed}})
         return model
 
@@ -112,7 +124,8 @@ class Pipeline:
         if stage_config.negatives == "hard" and not any(len(n) for n in arrays.negatives):
             raise MMEmbedError(f"stage {stage!r} needs mined negatives; run the 'mine' stage first")
         trainer = Trainer(arrays, vectors, model, self.model_config(), replace(stage_config, seed=self.config.seed),
-                          self.stage_dir(stage), progress=self.progress, log=self.log)
+                          self.stage_dir(stage), progress=self.progress, log=self.log,
+                          feature_cache=self.feature_cache)
         info = {"data": str(self.config.data), "data_fingerprint": _data_fingerprint(self.config.data),
                 "text_encoder": self.text_encoder.name}
         return trainer.run(stop_after=stop_after, info=info)
@@ -160,12 +173,14 @@ class Pipeline:
         self._require("rand")
         model, _, _ = load_model_dir(self.stage_dir("rand"))
         arrays, vectors = self.load_data()
-        helper = Trainer(arrays, vectors, model, self.model_config(), self.config.rand, self.stage_dir("rand"))
+        helper = Trainer(arrays, vectors, model, self.model_config(), self.config.rand, self.stage_dir("rand"),
+                         feature_cache=self.feature_cache)
         rows = __import__("numpy").arange(len(arrays.queries))
         self.log(f"mining top-{self.config.top_n} for {len(rows)} queries over {len(arrays.pool)} candidates")
         mined = mine_from_vectors(helper.embed_query_rows(rows), helper.embed_pool(), [p.did for p in arrays.pool],
                                   [p.modality for p in arrays.pool], [q.target for q in arrays.queries],
-                                  [q.positives for q in arrays.queries], self.config.top_n, self.config.threshold)
+                                  [q.positives + q.ignore for q in arrays.queries], self.config.top_n,
+                                  self.config.threshold)
         negatives = [list(m.wrong_modality[: self.config.max_c1]) + list(m.ranked_low) for m in mined]
         folder = self.stage_dir("mine")
         folder.mkdir(parents=True, exist_ok=True)

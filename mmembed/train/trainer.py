@@ -43,6 +43,11 @@ class StageConfig:
     checkpoint_every: int = 50
     validate_every: int = 0  # 0: only at the end
     augment: bool = True
+    photo_augment: bool = True  # backgrounds, colour, grayscale, blur on top of zoom/shift/mirror
+    concept_weight: float = 0.0  # auxiliary loss: images towards their concept's locked text vector
+    concept_batch: int = 256
+    task_balance: str = "count"  # "count": tasks drawn by their share of queries; "uniform": equally often
+    feature_views: int = 2  # frozen pretrained image tower: precomputed views per image (1 clean + augmented)
 
     def __post_init__(self) -> None:
         if self.negatives not in ("random", "hard"):
@@ -51,6 +56,10 @@ class StageConfig:
             raise ValidationError("steps must be >= 1 and batch_size >= 2")
         if self.temperature <= 0:
             raise ValidationError(f"temperature must be > 0, got {self.temperature}")
+        if self.task_balance not in ("count", "uniform"):
+            raise ValidationError(f"task_balance must be 'count' or 'uniform', got {self.task_balance!r}")
+        if self.concept_weight < 0 or self.feature_views < 1:
+            raise ValidationError("concept_weight must be >= 0 and feature_views >= 1")
         if self.text_task_share is not None and not 0 < self.text_task_share < 1:
             raise ValidationError(f"text_task_share must be in (0, 1), got {self.text_task_share}")
 
@@ -69,7 +78,7 @@ class Trainer:
 
     def __init__(self, data: TrainingArrays, text_vectors, model, model_config: MiniConfig, config: StageConfig,
                  out: Path, progress: Callable[[int, int, str], None] | None = None, log: Callable[[str], None] | None
-                 = None) -> None:
+                 = None, feature_cache: Path | None = None) -> None:
         import numpy as np
         import torch
 
@@ -85,7 +94,8 @@ class Trainer:
         tasks = np.array([data.queries[i].task for i in self.train_queries])
         self.task_names = sorted(set(tasks.tolist()))
         self.task_queries = [self.train_queries[tasks == name] for name in self.task_names]
-        self.task_weights = np.array([len(m) for m in self.task_queries], dtype=np.float64)
+        self.task_weights = np.array([len(m) if config.task_balance == "count" else 1 for m in self.task_queries],
+                                     dtype=np.float64)
         self.task_weights /= self.task_weights.sum()
         self.pool_by_modality = {m: np.flatnonzero(data.pool_modality == m) for m in range(3)}
         for members in self.task_queries:  # a task must have one target modality for its negatives
@@ -93,15 +103,24 @@ class Trainer:
                 raise ValidationError("every task type must have a single target modality")
         if config.text_task_share is not None and ("t->t" not in self.task_names or len(self.task_names) < 2):
             raise ValidationError("continual fine-tuning needs both text->text and multimodal training queries")
-        head = [p for n, p in model.named_parameters() if not n.startswith("image_tower.")]
-        tower = [p for n, p in model.named_parameters() if n.startswith("image_tower.")]
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        head = [p for n, p in trainable if not n.startswith("image_tower.")]
+        tower = [p for n, p in trainable if n.startswith("image_tower.")]
+        self.features = None  # (n_images, views, d) backbone features when the image tower is frozen+pretrained
+        if hasattr(model.image_tower, "backbone"):
+            from mmembed.train.features import backbone_features
+
+            self.features = backbone_features(model.image_tower, data.images, config.feature_views,
+                                              feature_cache, progress)
+        self._concept_images = (np.flatnonzero(data.image_concept >= 0) if data.image_concept is not None
+                                else np.zeros(0, dtype=np.int64))
         self.optimizer = torch.optim.AdamW([
             {"params": tower, "lr": config.lr, "base_lr": config.lr},
             {"params": head, "lr": config.head_lr, "base_lr": config.head_lr},
         ], weight_decay=config.weight_decay)
         self.step = 0
         self.history: list[dict[str, Any]] = []
-        self._positive_sets = [set(p.tolist()) for p in data.positives]
+        self._positive_sets = [data.not_negative(q) for q in range(len(data.queries))]
 
     # ------------------------------------------------------------------------------------------ batches
     def _batch(self, step: int):
@@ -135,22 +154,23 @@ class Trainer:
         return queries, candidates, exclude
 
     def _pixels(self, image_rows, generator=None):
+        """What the image tower reads for these image rows: pixels (augmented while training), or, for a
+        frozen pretrained tower, one precomputed view's features (a random augmented view while training)."""
         import torch
 
-        pixels = self.images[torch.as_tensor(image_rows)].permute(0, 3, 1, 2).float() / 255.0
-        if generator is None or not self.config.augment or len(pixels) == 0:
-            return pixels
-        # cheap augmentation: random mirror, zoom 0.85-1.0 and shift, one affine resample for the batch
-        n = len(pixels)
-        flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-        scale = 0.85 + 0.15 * torch.rand(n, generator=generator)
-        shift = (torch.rand(n, 2, generator=generator) - 0.5) * 0.2
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0] = scale * flip
-        theta[:, 1, 1] = scale
-        theta[:, :, 2] = shift
-        grid = torch.nn.functional.affine_grid(theta, list(pixels.shape), align_corners=False)
-        return torch.nn.functional.grid_sample(pixels, grid, padding_mode="border", align_corners=False)
+        from mmembed.train.augment import augment
+
+        rows = torch.as_tensor(image_rows)
+        augmenting = generator is not None and self.config.augment and len(rows) > 0
+        if self.features is not None:
+            views = self.features.shape[1]
+            # views 1.. are the photo-augmented ones; without photo augmentation only view 0 is read
+            view = (torch.randint(0, views, (len(rows),), generator=generator)
+                    if augmenting and views > 1 and self.config.photo_augment
+                    else torch.zeros(len(rows), dtype=torch.long))
+            return self.features[rows, view].float()
+        pixels = self.images[rows].permute(0, 3, 1, 2).float() / 255.0
+        return augment(pixels, generator, self.config.photo_augment) if augmenting else pixels
 
     def encode_queries(self, rows, generator=None):
         import torch
@@ -183,7 +203,25 @@ class Trainer:
         q = self.encode_queries(queries, generator)
         c = self.encode_candidates(candidates, generator)
         targets = torch.arange(len(queries))
-        return info_nce(q, c, targets, self.config.temperature, torch.as_tensor(exclude))
+        loss = info_nce(q, c, targets, self.config.temperature, torch.as_tensor(exclude))
+        if self.config.concept_weight > 0 and len(self._concept_images):
+            loss = loss + self.config.concept_weight * self.concept_loss(step, generator)
+        return loss
+
+    def concept_loss(self, step: int, generator):
+        """Images towards the locked text vector of their concept ("a picture of apple"): a classifier over
+        every concept whose weights are the text tower's vectors, so images land where the words are."""
+        import numpy as np
+        import torch
+
+        rng = np.random.default_rng([self.config.seed, step, 7])
+        rows = rng.choice(self._concept_images, size=min(self.config.concept_batch, len(self._concept_images)),
+                          replace=False)
+        norm = torch.nn.functional.normalize
+        v = norm(self.model.image_tower(self._pixels(rows, generator)), dim=-1)
+        prompts = norm(self.text[torch.as_tensor(self.data.concept_text)], dim=-1)
+        labels = torch.as_tensor(self.data.image_concept[rows])
+        return torch.nn.functional.cross_entropy(v @ prompts.T / self.config.temperature, labels)
 
     def train_step(self) -> float:
         self.model.train()
@@ -318,9 +356,12 @@ def retrieval_metrics(data: TrainingArrays, rows, query_vectors, pool_vectors,
 
     modality_of = {index: modality for modality, index in MODALITY_INDEX.items()}
     metrics = MetricsAccumulator(ks)
-    ranked = top_n_indices(query_vectors, pool_vectors, metrics.depth)
+    ranked = top_n_indices(query_vectors, pool_vectors, metrics.depth + 2)
     for row, ranking in zip(rows, ranked, strict=True):
+        positives = set(data.positives[row].tolist())
+        ignored = data.not_negative(row) - positives
+        ranking = ranking[[int(c) not in ignored for c in ranking]]  # e.g. an image query's own image
         ranked_modalities = [modality_of[int(m)] for m in data.pool_modality[ranking]]
-        metrics.add(data.queries[row].task, ranking.tolist(), set(data.positives[row].tolist()),
-                    modality_of[int(data.query_target[row])], ranked_modalities)
+        metrics.add(data.queries[row].task, ranking.tolist(), positives, modality_of[int(data.query_target[row])],
+                    ranked_modalities)
     return metrics.report("natural").to_dict()
