@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -124,8 +125,14 @@ def iter_jsonl_objects(path: Path, problems: list[str], what: str = "corpus") ->
     so that a caller can report every problem of the file at once."""
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:  # bytes: a bad byte is one line's problem, not a traceback for the file
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(f"line {line_no}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                f"{exc.start + 1}); save the file as UTF-8")
+                continue
             if not line.strip():
                 continue
             try:
@@ -179,6 +186,14 @@ def load_mbeir_jsonl(path: str | Path, *, check_images: bool = True, image_root:
         text = _text_field(row, "txt", where, problems)
         image: Path | None = None
         if row.get("img_path"):
+            if image_root is not None:
+                why = _outside(base, str(row["img_path"]), "the --image-root folder")
+            else:
+                why = _outside(base, str(row["img_path"]), "the corpus folder")
+                why = why and f"{why}, or pass --image-root with a folder that holds them"
+            if why:
+                problems.append(f"{where}: {why}")
+                continue
             image = (base / str(row["img_path"])).resolve()
             if check_images and (why := _check_image(image)):
                 problems.append(f"{where}: {why}")
@@ -195,6 +210,15 @@ def load_mbeir_jsonl(path: str | Path, *, check_images: bool = True, image_root:
     if not items:
         raise CorpusValidationError(str(path), ["the file holds no items"])
     return Corpus(tuple(items), name=path.stem, root=path.parent)
+
+
+def _outside(base: Path, relative: str, folder: str) -> str | None:
+    """Why image path `relative` leads out of `base` (named `folder` in the message), or None. Checked as
+    written (`..`, an absolute path elsewhere), not where symlinks lead: links inside are the operator's."""
+    target = Path(os.path.normpath(base / relative))
+    if target == base or base in target.parents:
+        return None
+    return f"image path {relative!r} leads outside {folder} {base}; keep the images inside it"
 
 
 def _strip_prefix(message: str) -> str:
@@ -263,6 +287,9 @@ def load_hf_dataset(
         if isinstance(image, dict):  # an Image feature with decode=False: {"path", "bytes"}
             image = image.get("path")
         if isinstance(image, str):  # a column of file paths, relative to the dataset folder
+            if location.is_dir() and (why := _outside(location.resolve(), image, "the dataset folder")):
+                problems.append(f"{where}: {why}")
+                continue
             image = (location / image).resolve() if location.is_dir() else Path(image).resolve()
             if why := _check_image(image):
                 problems.append(f"{where}: {why}")

@@ -4,14 +4,22 @@ Cache layout (one folder per corpus and embedder):
     <cache_dir>/indexes/<corpus>/<embedder>-<hash of its fingerprint>/
         embeddings/fingerprint.json   embedder fingerprint, corpus hash, dim, shard size, format version
         embeddings/shard-00000.npy    float32 rows, SHARD_SIZE per shard: an interrupted build resumes
-        index-<type>.faiss, index-<type>.json   the FAISS index and its fingerprint (+ item ids)
-Every file is written atomically. A fingerprint mismatch or an unreadable file is rebuilt with a
-warning, never silently used.
+        embeddings/shard-00000.json   the shard's size and checksum
+        index-<type>.faiss, index-<type>.json   the FAISS index; its fingerprint, item ids, the index
+                                      file's size and checksum, and a checksum of this metadata itself
+Every file is written atomically. A fingerprint mismatch, an unreadable file, an index whose dimension,
+count, metric or type is not the fingerprint's, or a file that does not match its checksum is rebuilt
+with a warning, never silently used. The index file's size is checked at once and its checksum in a
+background thread (`verify="background"`, the default), so a large index starts serving without waiting;
+`Retriever` rebuilds when that check fails. A cache folder that cannot be written (read-only, full)
+gives one warning and an index kept in memory for the run.
 
 Filtered search restricts FAISS itself to the target modality with an ID selector, so k results of
 the wanted modality come back without over-fetching and dropping.
 """
 
+# long: the index and its on-disk cache (load, verify, save) share the fingerprint and file layout above;
+# the cache half (CacheWrites, checks) is the next piece to move out, to its own module.
 from __future__ import annotations
 
 import hashlib
@@ -22,6 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmembed.checksums import (
+    BackgroundCheck,
+    bytes_checksum,
+    checksum_problem,
+    file_record,
+    json_checksum,
+    size_problem,
+)
 from mmembed.images import ImageLoadError
 from mmembed.progress import ProgressFn, report
 from mmembed.storage import atomic_save_npy, atomic_write, atomic_write_json, read_json
@@ -39,6 +55,9 @@ SHARD_SIZE = 256
 INDEX_TYPES = ("flat", "hnsw", "ivfpq", "ivfpq-disk")
 # The disk index encodes this many cache shards at a time (~100k items): few, large shard files to merge.
 DISK_SHARD_FACTOR = 400
+VERIFY_MODES = ("background", "sync", "size")
+# The FAISS class each index type is saved as (read_index returns it): another class is another index.
+_FAISS_CLASSES = {"flat": {"IndexFlatIP", "IndexFlat"}, "hnsw": {"IndexHNSWFlat"}, "ivfpq": {"IndexRefineFlat"}}
 _MODALITY_CODES = {modality: code for code, modality in enumerate(Modality)}
 
 # HNSW: 32 links per node and a wide search beam keep recall@10 >= 0.95 at 1M vectors.
@@ -79,6 +98,10 @@ class IndexCacheWarning(UserWarning):
     """A cached index or embedding file was stale or corrupt and is being rebuilt."""
 
 
+class CacheNotWritableWarning(IndexCacheWarning):
+    """The cache folder cannot be written: the index lives in memory for this run."""
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "x"
 
@@ -98,6 +121,8 @@ class VectorIndex:
     index_type: str = "flat"
     # Approximate indexes search a small modality subset exactly (see search); its vectors are cached here.
     _subsets: dict[Modality, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Loaded from the cache: the checksum verification of its file, possibly still running (see Retriever).
+    check: BackgroundCheck | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, vectors: np.ndarray, ids: Sequence[str], modalities: Sequence[Modality],
@@ -225,28 +250,59 @@ def shard_bounds(n_items: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, 
     return [(start, min(start + shard_size, n_items)) for start in range(0, n_items, shard_size)]
 
 
+class CacheWrites:
+    """Writes to one cache folder that stop, with ONE warning, at the first that fails (read-only, full disk).
+
+    The index is then built and kept in memory for the run: queries work, and the next start tries again.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.ok = True
+
+    def __call__(self, write: Any, *args: Any) -> bool:
+        """Run `write(*args)` unless an earlier write failed; False when nothing was written."""
+        if not self.ok:
+            return False
+        try:
+            write(*args)
+            return True
+        except OSError as exc:
+            self.ok = False
+            why = exc.strerror or type(exc).__name__
+            warnings.warn(f"the index cache {self.folder} cannot be written ({why}); the index is built in memory "
+                          "for this run and rebuilt at the next start. Make the folder writable or set "
+                          "MMEMBED_CACHE_DIR to one that is.", CacheNotWritableWarning, stacklevel=4)
+            return False
+
+    def remove(self, path: Path) -> None:
+        self(lambda: path.unlink(missing_ok=True))
+
+
 def prepare_embedding_cache(corpus: Corpus, embedder: Embedder, folder: Path,
-                            shard_size: int = SHARD_SIZE) -> dict[str, Any]:
+                            shard_size: int = SHARD_SIZE, writes: CacheWrites | None = None) -> dict[str, Any]:
     """Check the shard cache's fingerprint; shards of another model or corpus version are removed (warning).
 
     Returns the expected fingerprint. In a distributed build only rank 0 calls this, before any rank writes.
     """
+    writes = writes or CacheWrites(folder)
     shard_dir = folder / "embeddings"
     expected = embedding_fingerprint(corpus, embedder, shard_size)
     stored = read_json(shard_dir / "fingerprint.json")
     if stored is not None and stored != expected:
         warnings.warn(f"embedding cache {shard_dir} was made by another model or corpus version; re-embedding",
                       IndexCacheWarning, stacklevel=3)
-        for old in shard_dir.glob("shard-*.npy"):
-            old.unlink()
+        for old in [*shard_dir.glob("shard-*.npy"), *shard_dir.glob("shard-*.json")]:
+            writes.remove(old)
     if stored != expected:
-        atomic_write_json(shard_dir / "fingerprint.json", expected)
+        writes(atomic_write_json, shard_dir / "fingerprint.json", expected)
     return expected
 
 
 def embed_shard(corpus: Corpus, embedder: Embedder, folder: Path, shard: int,
-                expected: dict[str, Any]) -> np.ndarray:
-    """The vectors of one shard: read from the cache when valid, else embedded and saved atomically."""
+                expected: dict[str, Any], writes: CacheWrites | None = None) -> np.ndarray:
+    """The vectors of one shard: read from the cache when valid (its checksum included), else embedded and
+    saved atomically with its size and checksum."""
     import numpy as np
 
     shard_size, dim = expected["shard_size"], expected["dim"]
@@ -266,24 +322,42 @@ def embed_shard(corpus: Corpus, embedder: Embedder, folder: Path, shard: int,
     if vectors.shape != (stop - start, dim):
         raise MMEmbedError(f"embedder {embedder.name!r} returned shape {vectors.shape}, "
                            f"expected ({stop - start}, {dim})")
-    atomic_save_npy(path, vectors)
+    writes = writes or CacheWrites(folder)
+    # the checksum goes last: a shard without one is not trusted (see _load_shard)
+    if writes(atomic_save_npy, path, vectors):
+        writes(atomic_write_json, _shard_record_path(path), file_record(path))
     return vectors
 
 
 def embed_corpus(corpus: Corpus, embedder: Embedder, folder: Path, *,
-                 progress: ProgressFn | None = None, shard_size: int = SHARD_SIZE) -> np.ndarray:
-    """All corpus embeddings, computed shard by shard and cached; a rerun resumes at the first missing shard."""
+                 progress: ProgressFn | None = None, shard_size: int = SHARD_SIZE,
+                 writes: CacheWrites | None = None) -> np.ndarray:
+    """All corpus embeddings, computed shard by shard and cached; a rerun resumes at the first missing shard.
+
+    Each shard is saved with its size and checksum and checked against them when it is read back.
+    """
     import numpy as np
 
-    expected = prepare_embedding_cache(corpus, embedder, folder, shard_size)
+    writes = writes or CacheWrites(folder)
+    expected = prepare_embedding_cache(corpus, embedder, folder, shard_size, writes)
     shards: list[np.ndarray] = []
     report(progress, 0, len(corpus), "embedding corpus")
     for shard, (_, stop) in enumerate(shard_bounds(len(corpus), shard_size)):
-        shards.append(embed_shard(corpus, embedder, folder, shard, expected))
+        shards.append(embed_shard(corpus, embedder, folder, shard, expected, writes))
         report(progress, stop, len(corpus), "embedding corpus")
     if not shards:
         return np.zeros((0, expected["dim"]), dtype=np.float32)
     return np.concatenate(shards)
+
+
+def _shard_record_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _unit_rows(vectors: np.ndarray) -> bool:
+    import numpy as np
+
+    return bool(np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3))
 
 
 def _load_shard(path: Path, rows: int, dim: int) -> np.ndarray | None:
@@ -301,66 +375,130 @@ def _load_shard(path: Path, rows: int, dim: int) -> np.ndarray | None:
         warnings.warn(f"embedding shard {path.name} has shape {vectors.shape}, expected ({rows}, {dim}); "
                       "re-embedding it", IndexCacheWarning, stacklevel=4)
         return None
+    record = read_json(_shard_record_path(path))
+    if record is None and _unit_rows(vectors):
+        return vectors  # cached before shards had checksums: rows of unit length are all we can check
+    problem = checksum_problem(path, record or {})
+    if problem is not None:
+        warnings.warn(f"embedding shard {path.name} {problem}; re-embedding it", IndexCacheWarning, stacklevel=4)
+        return None
     return vectors
 
 
 def load_or_build_index(corpus: Corpus, embedder: Embedder, cache_dir: Path, *, index_type: str = "flat",
-                        progress: ProgressFn | None = None) -> VectorIndex:
-    """The index for (corpus, embedder, index_type): loaded from the cache when its fingerprint matches,
-    otherwise built (embedding only what the shard cache lacks) and saved."""
+                        progress: ProgressFn | None = None, verify: str = "background",
+                        rebuild: bool = False) -> VectorIndex:
+    """The index for (corpus, embedder, index_type): loaded from the cache when its fingerprint, structure and
+    size match (the checksum is verified per `verify`: "background", "sync" or "size" only), otherwise built
+    (embedding only what the shard cache lacks) and saved. `rebuild` skips the cached index (its check failed).
+    """
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
     index_type = effective_index_type(index_type, len(corpus))
     folder = cache_folder(cache_dir, corpus.name, embedder.name, embedder.fingerprint)
     if index_type == "ivfpq-disk":
         return build_or_open_disk_index(corpus, embedder, folder, progress=progress)
     expected = _fingerprint(embedder, corpus, index_type=index_type)
-    loaded = _load_index(folder, index_type, expected, corpus)
+    loaded = None if rebuild else _load_index(folder, index_type, expected, corpus, verify)
     if loaded is not None:
         report(progress, len(corpus), len(corpus), "loading index")
         return loaded
-    vectors = embed_corpus(corpus, embedder, folder, progress=progress)
+    writes = CacheWrites(folder)
+    vectors = embed_corpus(corpus, embedder, folder, progress=progress, writes=writes)
     report(progress, 0, 1, "building index")
     index = VectorIndex.build(vectors, [item.id for item in corpus], [item.modality for item in corpus],
                               index_type)
-    _save_index(folder, index, expected)
+    _save_index(folder, index, expected, writes)
     report(progress, 1, 1, "building index")
     return index
 
 
-def _save_index(folder: Path, index: VectorIndex, fingerprint: dict[str, Any]) -> None:
+def _save_index(folder: Path, index: VectorIndex, fingerprint: dict[str, Any],
+                writes: CacheWrites | None = None) -> None:
     import faiss
 
-    atomic_write(folder / f"index-{index.index_type}.faiss",
-                 lambda tmp: faiss.write_index(index.faiss_index, str(tmp)))
-    # The fingerprint goes last: an index file without a matching fingerprint is never trusted.
-    atomic_write_json(folder / f"index-{index.index_type}.json",
-                      {"fingerprint": fingerprint, "ids": index.ids,
-                       "modalities": [int(code) for code in index.modalities]})
+    writes = writes or CacheWrites(folder)
+    index_path = folder / f"index-{index.index_type}.faiss"
+    if not writes(atomic_write, index_path, lambda tmp: faiss.write_index(index.faiss_index, str(tmp))):
+        return
+    # The metadata goes last: an index file without matching metadata (fingerprint, checksum) is never trusted.
+    meta = {"fingerprint": fingerprint, "ids": index.ids, "modalities": [int(code) for code in index.modalities],
+            "files": {index_path.name: file_record(index_path)}}
+    writes(atomic_write_json, folder / f"index-{index.index_type}.json", {**meta, "checksum": metadata_checksum(meta)})
 
 
-def _load_index(folder: Path, index_type: str, expected: dict[str, Any], corpus: Corpus) -> VectorIndex | None:
+def metadata_checksum(meta: dict[str, Any]) -> str:
+    """Checksum of an index's metadata (without its "checksum" key). The ids and modality codes, a million
+    of each for a large pool, are hashed as joined text and bytes: re-serialising them as canonical JSON
+    cost seconds of start-up at 1M items (benchmarks/bench_cache_check.py)."""
+    head = {key: value for key, value in meta.items() if key not in {"ids", "modalities"}}
+    try:
+        ids = "\x00".join(meta.get("ids") or []).encode()
+        codes = bytes(meta.get("modalities") or [])  # modality codes are small non-negative ints
+    except (TypeError, ValueError):
+        return ""  # not what _save_index writes: never equal to a stored checksum
+    return "-".join((json_checksum(head), bytes_checksum(ids), bytes_checksum(codes)))
+
+
+def _load_index(folder: Path, index_type: str, expected: dict[str, Any], corpus: Corpus,
+                verify: str = "background") -> VectorIndex | None:
     import faiss
     import numpy as np
 
     meta_path, index_path = folder / f"index-{index_type}.json", folder / f"index-{index_type}.faiss"
     if not meta_path.exists() and not index_path.exists():
         return None
+
+    def stale(why: str) -> None:
+        warnings.warn(f"cached index {index_path} {why}; rebuilding", IndexCacheWarning, stacklevel=4)
+
     meta = read_json(meta_path)
     if not isinstance(meta, dict) or meta.get("fingerprint") != expected:
-        why = "is unreadable" if not isinstance(meta, dict) else "was built for another model or corpus version"
-        warnings.warn(f"cached index {index_path} {why}; rebuilding", IndexCacheWarning, stacklevel=3)
+        stale("is unreadable" if not isinstance(meta, dict) else "was built for another model or corpus version")
+        return None
+    body = {key: value for key, value in meta.items() if key != "checksum"}
+    if meta.get("checksum") != metadata_checksum(body):
+        stale("has metadata that does not match its checksum (damaged, or written before checksums)")
+        return None
+    record = (meta.get("files") or {}).get(index_path.name)
+    if (problem := size_problem(index_path, record)) is not None:  # instant: catches truncation and swaps
+        stale(f"is corrupt ({problem})")
         return None
     try:
         faiss_index = faiss.read_index(str(index_path))
     except Exception as exc:  # faiss raises RuntimeError for truncated or foreign files
-        warnings.warn(f"cached index {index_path} is corrupt ({str(exc).splitlines()[0][:120]}); rebuilding",
-                      IndexCacheWarning, stacklevel=3)
+        stale(f"is corrupt ({str(exc).splitlines()[0][:120]})")
+        return None
+    if (problem := _structure_problem(faiss_index, index_type, expected)) is not None:
+        stale(problem)
         return None
     ids = meta.get("ids")
-    if faiss_index.ntotal != len(corpus) or ids != [item.id for item in corpus]:
-        warnings.warn(f"cached index {index_path} does not match the corpus rows; rebuilding",
-                      IndexCacheWarning, stacklevel=3)
+    if ids != [item.id for item in corpus] or len(meta.get("modalities") or ()) != len(corpus):
+        stale("does not match the corpus rows")
         return None
-    return VectorIndex(faiss_index, ids, np.array(meta["modalities"], dtype=np.int8), index_type)
+    check = None
+    if verify == "sync" and (problem := checksum_problem(index_path, record)) is not None:
+        stale(f"is corrupt ({problem})")
+        return None
+    if verify == "background":
+        check = BackgroundCheck(index_path, record)
+    return VectorIndex(faiss_index, ids, np.array(meta["modalities"], dtype=np.int8), index_type, check=check)
+
+
+def _structure_problem(faiss_index: Any, index_type: str, expected: dict[str, Any]) -> str | None:
+    """Why a readable FAISS index is not the one its fingerprint describes (dimension, count, metric, type)."""
+    import faiss
+
+    if faiss_index.d != expected["dim"]:
+        return f"has dimension {faiss_index.d}, but the embedder gives {expected['dim']}"
+    if faiss_index.ntotal != expected["count"]:
+        return f"holds {faiss_index.ntotal} vectors, but the corpus has {expected['count']} items"
+    if faiss_index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        return "does not use the inner-product metric"
+    kind = type(faiss.downcast_index(faiss_index)).__name__
+    if kind not in _FAISS_CLASSES[index_type]:
+        return f"is a {kind}, not a {index_type} index"
+    return None
 
 
 def build_or_open_disk_index(corpus: Corpus, embedder: Embedder, folder: Path, *,

@@ -48,6 +48,8 @@ class Retriever:
         self.index_type = index_type
         self._index: VectorIndex | None = None
         self._lock = threading.Lock()
+        self.cache_notes: list[str] = []  # what went wrong with the on-disk cache, in words
+        self.in_memory_only = False  # the cache folder could not be written: the index lives in memory
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retriever:
@@ -65,15 +67,35 @@ class Retriever:
         return self._index
 
     def ensure_index(self, progress: ProgressFn | None = None) -> None:
-        """Embed the corpus (cached on disk by fingerprint) and build the FAISS index, once."""
-        if self._index is not None:
-            return
-        from mmembed.index import load_or_build_index
+        """Embed the corpus (cached on disk by fingerprint) and build the FAISS index, once.
 
+        A cached index is served while its checksum is verified in the background; if that check fails,
+        the next call rebuilds it (with a warning) before answering.
+        """
+        if self._index is not None and not _check_failed(self._index):
+            return
         with self._lock:
             if self._index is None:
-                self._index = load_or_build_index(self.corpus, self.embedder, self.cache_dir,
-                                                  index_type=self.index_type, progress=progress)
+                self._index = self._load(progress)
+            elif _check_failed(self._index):
+                self._index = self._load(progress, failed=self._index)
+
+    def _load(self, progress: ProgressFn | None, failed: VectorIndex | None = None) -> VectorIndex:
+        from mmembed.index import CacheNotWritableWarning, IndexCacheWarning, load_or_build_index
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", IndexCacheWarning)
+            if failed is not None and getattr(failed, "check", None) is not None:
+                warnings.warn(f"cached index {failed.check.path} {failed.check.problem}; rebuilding",
+                              IndexCacheWarning, stacklevel=2)
+            index = load_or_build_index(self.corpus, self.embedder, self.cache_dir, index_type=self.index_type,
+                                        progress=progress, rebuild=failed is not None)
+        for warning in caught:  # kept for the page (status line), and passed on to the caller's handlers
+            if issubclass(warning.category, IndexCacheWarning):
+                self.cache_notes.append(str(warning.message))
+            self.in_memory_only |= issubclass(warning.category, CacheNotWritableWarning)
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        return index
 
     def search(self, query: Query, k: int = 10, target: Modality | str | None = None,
                mode: str = "natural") -> SearchResult:
@@ -103,6 +125,13 @@ class Retriever:
         hits = [Hit(items[int(row)], float(score), rank=0) for score, row in zip(scores[0], rows[0], strict=True)
                 if row >= 0]
         return [replace(hit, rank=rank) for rank, hit in enumerate(hits, start=1)]
+
+
+def _check_failed(index: Any) -> bool:
+    """Whether `index` came from the cache and its background checksum verification found it damaged
+    (an on-disk IVF-PQ index has no such check: it has none of this attribute)."""
+    check = getattr(index, "check", None)
+    return check is not None and check.done and check.problem is not None
 
 
 def embedder_options(settings: Settings, name: str, registry: Registry[Embedder] | None = None) -> dict[str, Any]:

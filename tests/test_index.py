@@ -44,7 +44,8 @@ def test_save_load_roundtrip_reuses_the_cached_index(corpus, tmp_path):
     assert meta["ids"] == [item.id for item in corpus]
     assert meta["fingerprint"] == {"format_version": 1, "embedder": embedder.fingerprint, "corpus": "corpus",
                                    "corpus_hash": corpus.content_hash, "dim": 7, "count": 8, "index_type": "flat"}
-    assert sorted(p.name for p in (folder / "embeddings").iterdir()) == ["fingerprint.json", "shard-00000.npy"]
+    assert sorted(p.name for p in (folder / "embeddings").iterdir()) == ["fingerprint.json", "shard-00000.json",
+                                                                         "shard-00000.npy"]  # + its checksum
     assert not list(folder.glob(".*.tmp"))  # atomic writes leave no temp files behind
     loaded = load_or_build_index(corpus, embedder, cache)
     assert embedder.calls["items"] == 1  # loaded from disk, corpus not re-embedded

@@ -1,10 +1,11 @@
-"""The launched demo on a loopback port, probed as an operator's soak did (issue 9, items 1-4 and 9):
+"""The launched demo on a loopback port, probed as an operator's soak did (issue 9, items 1-4, 7 and 9):
 
 1. only the corpus' own image files are served, never the files beside the corpus or hidden ones;
 2. two clients uploading the same bytes under different names each see only their own file name;
 3. responses carry corpus-relative paths and URLs only, and bad API input gets a message;
 4. exports are written only on request, and the scratch disk stays under its cap;
-9. a visitor's mistake is one line in the server log, not a traceback.
+9. a visitor's mistake is one line in the server log, not a traceback; a program fault keeps its traceback
+   (in the log) and the visitor reads a plain message instead of Gradio's bare "Error".
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from fakes import KeywordEmbedder
 from PIL import Image
-from ui_helpers import make_state
+from ui_helpers import VOCAB, make_state
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -28,6 +30,11 @@ gradio_client = pytest.importorskip("gradio_client")
 from mmembed.ui import build_demo, launch_options  # noqa: E402
 
 CAP_BYTES = 600_000
+
+
+class BrokenEmbedder(KeywordEmbedder):
+    def embed_items(self, items, *, progress=None):
+        raise RuntimeError("a bug in the embedder")
 
 
 def _png(path: Path, colour=(90, 90, 90), size=(32, 32)) -> Path:
@@ -49,6 +56,7 @@ def served(tmp_path_factory):
     (repo / ".git").mkdir()
     (repo / ".git" / "config").write_text("[core]\n")
     _png(repo / "images" / "unreferenced.png")  # an image no item names is not served either
+    state.embedders.register_instance("broken", BrokenEmbedder(VOCAB, name="broken"), "a fault of the program")
     scratch = tmp / "gradio-scratch"  # Gradio's upload folder, read when the Blocks and the app are made
     saved = {key: os.environ.get(key) for key in ("GRADIO_TEMP_DIR", "MMEMBED_UI_DISK_MB")}
     os.environ["GRADIO_TEMP_DIR"] = str(scratch)
@@ -282,3 +290,15 @@ def test_a_visitor_mistake_is_one_log_line_without_traceback(base, caplog, capfd
                      "embedder, reranker, depth); got 1. Send every input, in this order."]
     err = capfd.readouterr().err
     assert "Traceback" not in err
+
+
+def test_a_program_fault_keeps_its_traceback_and_tells_the_visitor_plainly(base, caplog, capfd):
+    with caplog.at_level(logging.INFO, logger="mmembed.ui"):
+        kind, data = _call(base, "search", ["cat", None, "image", "natural", 4, False, "broken", "fake-reranker", 4])
+    assert kind == "error"
+    assert data["error"] == ("Something went wrong on the server, not with your query; it has been logged. Try "
+                             "again, or pick another model.")
+    (record,) = [r for r in caplog.records if r.name == "mmembed.ui"]
+    assert record.getMessage() == "fault in search" and record.exc_info is not None
+    assert "RuntimeError: a bug in the embedder" in caplog.text  # the traceback, for the operator
+    assert "Traceback" not in capfd.readouterr().err  # once, in our log: Gradio prints none of its own

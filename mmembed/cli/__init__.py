@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (MMEmbedError, FileNotFoundError, PermissionError) as exc:
+    except (MMEmbedError, OSError) as exc:  # OSError: missing files, permissions, a full or read-only disk
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -39,6 +39,14 @@ def user_error(exc: BaseException | str, where: str = "search") -> Exception:
     return gr.Error(html.escape(message, quote=False), title="Can't search with that", print_exception=False)
 
 
+def program_fault(where: str) -> Exception:
+    """For a fault of the program (call inside `except`): the traceback goes to the log, once; the visitor
+    reads that the server failed, not Gradio's bare "Error" (and no traceback or server path)."""
+    log.exception("fault in %s", where)
+    return gr.Error("Something went wrong on the server, not with your query; it has been logged. Try again, or "
+                    "pick another model.", title="Server error", print_exception=False)
+
+
 def progress_fn(progress: Any) -> ProgressFn | None:
     """gr.Progress as a ProgressFn (None stays None: a benchmark or test calling the events directly)."""
     if progress is None:
@@ -105,6 +113,8 @@ class DemoEvents:
             report = h.first_stage(self.state, request, progress_fn(progress))
         except MMEmbedError as exc:
             raise user_error(exc, "first_stage") from exc
+        except Exception as exc:
+            raise program_fault("first_stage") from exc
         for note in h.notes_to_toast(report.notes):
             gr.Warning(html.escape(note))
         return self.outputs(report, first=True, known=known)
@@ -145,6 +155,8 @@ class DemoEvents:
                             depth, progress_fn(progress))
         except MMEmbedError as exc:
             raise user_error(exc, "search") from exc
+        except Exception as exc:
+            raise program_fault("search") from exc
 
     # --- inspecting a result ----------------------------------------------------------------------------
 

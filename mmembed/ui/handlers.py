@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from mmembed.ui.scratch import Scratch
     from mmembed.ui.state import DemoState
 
+# The page's words for a cache folder the server cannot write (the log names the folder; the page names none).
+IN_MEMORY_NOTE = ("The index cache on this server cannot be written, so the index was built in memory for this run: "
+                  "searches work, and the server rebuilds it at its next start.")
 MAX_QUERY_CHARS = 2000  # far beyond any model's context; longer input is a paste accident, not a query
 MAX_TOP_K = 50
 TARGETS = {"image": Modality.IMAGE, "text": Modality.TEXT, "image+text": Modality.IMAGE_TEXT}
@@ -127,7 +130,8 @@ def first_stage(state: DemoState, request: SearchRequest, progress: ProgressFn |
     with state.model_turn:  # shared with a running evaluation, which takes the models a query at a time
         report = pipeline.retrieve(query, request.top_k, request.mode, depth=request.depth,
                                    requested_embedder=request.embedder, progress=progress)
-    report = replace(report, reranked=StageReport("pending", message="Reranking…"),
+    notes = (*report.notes, IN_MEMORY_NOTE) if pipeline.retriever.in_memory_only else report.notes
+    report = replace(report, reranked=StageReport("pending", message="Reranking…"), notes=notes,
                      timings_ms={"model_and_index_load": load_ms, **report.timings_ms})
     state.results.put(("first", *request.cache_key()), report)
     return report

@@ -8,6 +8,7 @@ own `Registry` with fakes (`Registry.register_instance`) as `DemoState(corpus=..
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from mmembed.ui.files import CorpusFiles
     from mmembed.ui.ground_truth import KnownQuery
     from mmembed.workbench import QuerySet
+
+
+log = logging.getLogger("mmembed.ui")
 
 
 class BackendNotUsable(MMEmbedError):
@@ -206,13 +210,23 @@ class DemoState:
         if self._corpus is None:
             with self._lock:
                 if self._corpus is None:
-                    from mmembed.corpus import load_corpus
+                    from mmembed.corpus import CorpusValidationError, load_corpus
 
                     try:
                         self._corpus = load_corpus(self.settings.corpus)
-                    except OSError as exc:  # missing file: say which and how to set another
-                        raise MMEmbedError(f"The corpus could not be loaded ({exc}); set MMEMBED_CORPUS to a "
-                                           f"corpus.jsonl") from exc
+                    except (OSError, MMEmbedError) as exc:
+                        # The operator reads the details (paths, every problem) in the log; visitors read
+                        # what happened in words that name no server path.
+                        log.warning("the corpus %s could not be loaded: %s", self.settings.corpus, exc)
+                        name = self.settings.corpus.name
+                        if isinstance(exc, CorpusValidationError):
+                            why = f"{name} has {len(exc.problems)} problem(s)"
+                        elif isinstance(exc, OSError):
+                            why = f"{name} was not found or cannot be read"
+                        else:
+                            why = f"{name} cannot be read as a corpus"
+                        raise MMEmbedError(f"The corpus could not be loaded ({why}); set MMEMBED_CORPUS to a "
+                                           "corpus.jsonl. The server log has the details.") from exc
         return self._corpus
 
     def corpus_root(self) -> Path:
