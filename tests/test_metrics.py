@@ -65,6 +65,7 @@ def test_training_validation_uses_the_same_metrics():
         positives=[np.array([2]), np.array([0])],
         query_target=np.array([MODALITY_INDEX[IMG], MODALITY_INDEX[T]]),
         pool_modality=np.array([MODALITY_INDEX[T], MODALITY_INDEX[IMG], MODALITY_INDEX[IMG]]))
+    data.not_negative = lambda row: set(data.positives[row].tolist())  # no ignored candidates here
     out = retrieval_metrics(data, np.array([0, 1]), queries, pool, ks=(1, 2))
     assert out["recall"] == {"t->i": {"R@1": 0.0, "R@2": 1.0}, "t->t": {"R@1": 1.0, "R@2": 1.0},
                              "overall": {"R@1": 0.5, "R@2": 1.0}}

@@ -54,6 +54,9 @@ class ClipTrainable:
         self.module = embedder._get_model()  # the embedder's own model object: it embeds with the new weights
         if not hasattr(self.module, "get_text_features"):
             raise MMEmbedError(f"{embedder.name}: not a dual encoder")
+        if any(type(m).__name__ == "PackedLinear" for m in self.module.modules()):
+            raise MMEmbedError(f"{embedder.name}: its Linear layers are prepacked for inference (no gradients); "
+                               "load it with prepack=False to fine-tune it")
         self.module.requires_grad_(True)
 
     def encode(self, entries: Sequence[EmbedInput]) -> torch.Tensor:

@@ -9,9 +9,7 @@ content, backbone weights, input size and view count; a rebuilt training set reu
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,13 +74,12 @@ def backbone_features(tower, images: np.ndarray, views: int, cache_dir: Path | N
     if todo and path is not None:
         from safetensors.numpy import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
+        from mmembed.storage import atomic_write
+
         items = sorted(known.items())
-        save_file({"keys": np.frombuffer(b"".join(k for k, _ in items), dtype=np.uint8).reshape(len(items), 16),
-                   "features": np.ascontiguousarray(np.stack([v for _, v in items]))}, tmp)
-        os.replace(tmp, path)
+        tensors = {"keys": np.frombuffer(b"".join(k for k, _ in items), dtype=np.uint8).reshape(len(items), 16),
+                   "features": np.ascontiguousarray(np.stack([v for _, v in items]))}
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
     if not keys:
         return torch.zeros(0, views, 0, dtype=torch.float16)
     return torch.from_numpy(np.stack([known[k] for k in keys]))

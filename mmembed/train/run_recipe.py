@@ -7,6 +7,7 @@ train_log.json; mine/ holds queries.jsonl (the training queries with `neg_cand_l
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,10 @@ class RecipeRun:
             else:
                 options["model_id"] = str(stage_model)
         options = {k: v for k, v in options.items() if v is not None}
-        return EMBEDDERS.factory(self.embedder)(info=EMBEDDERS.info(self.embedder), **options)
+        factory = EMBEDDERS.factory(self.embedder)
+        if "prepack" in inspect.signature(factory).parameters:
+            options["prepack"] = False  # oneDNN-prepacked Linear layers are inference-only: no weight gradients
+        return factory(info=EMBEDDERS.info(self.embedder), **options)
 
 
 def run_stage(run: RecipeRun, stage: str, config: RecipeConfig, ctx: DistContext | None = None,
