@@ -69,9 +69,7 @@ def run_stage(run: RecipeRun, stage: str, config: RecipeConfig, ctx: DistContext
     mined = None if stage == "rand" else _require(run.out / "mine" / "queries.jsonl", "mine")
     start_from = _require(run.out / "hard" / "model", "hard") if stage == "ct" else None
     embedder = run.fresh_embedder(start_from)
-    options = {"rank": run.lora_rank} if run.lora or (run.lora is None and hasattr(embedder, "forward_prepared")) \
-        else {}
-    trainable = trainable_for(embedder, lora=run.lora, **options)
+    trainable = trainable_for(embedder, lora=run.lora, rank=run.lora_rank)  # rank: used only when it is LoRA
     examples = load_examples(run.queries, pool, negatives_path=mined)
     return StageTrainer(trainable, examples, pool, config, stage, folder, ctx).run(log)
 
