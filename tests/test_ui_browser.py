@@ -123,6 +123,11 @@ def test_search_renders_both_columns_and_the_plot(app_url, page, tmp_path):
     page.locator("#details td", has_text=reranked_ids[0]).first.wait_for()
     details = page.locator("#details").inner_text()
     assert "after reranking\t#1 · score" in details
+    with_image = next((hit["id"] for hit in expected["reranked"]["hits"] if hit["image"]), None)
+    if with_image is not None:  # its full picture: an <img> of the corpus route (no Gradio temp path)
+        page.locator(f'#reranked .mm-card[data-id="{with_image}"]').click()
+        page.locator("#detail-image img").wait_for()
+        assert page.locator("#detail-image img").get_attribute("src").startswith("/corpus/")
 
     page.locator("#inspect input").click()
     page.get_by_role("option", name=f"#1 {first_ids[0]}", exact=False).first.click()
@@ -134,6 +139,7 @@ def test_search_renders_both_columns_and_the_plot(app_url, page, tmp_path):
 
     with page.expect_download() as download:
         page.locator("#export").click()
+    assert "/download/" in download.value.url and "/tmp" not in download.value.url  # no server path (issue 9)
     exported = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
     assert [hit["id"] for hit in exported["reranked"]["hits"]] == reranked_ids
     assert exported["first_stage"]["modality_mix"] == expected["first_stage"]["modality_mix"]
@@ -203,6 +209,7 @@ def test_evaluate_then_open_a_failure_with_positives_marked_in_both_columns(app_
     assert page.locator("#eval-confusion .mm-wb-grid").count() == 2  # rank 1 and top 5
     with page.expect_download() as download:
         page.locator("#eval-export-csv").click()
+    assert "/download/" in download.value.url
     exported = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
     assert [line.split(",")[0] for line in exported[1:]] == failing  # one row per failing query, worst first
 

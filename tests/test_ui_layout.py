@@ -100,8 +100,8 @@ def test_launch_options_cap_uploads_and_serve_only_corpus_images(built, tmp_path
     options = launch_options(state, Scratch(tmp_path / "scratch", 2**20))
     assert options["max_file_size"] == MAX_UPLOAD == "10mb"
     assert options["allowed_paths"] == []  # no folder is handed to Gradio's file route
-    (route,) = options["app_kwargs"]["routes"]  # the corpus' own images, by corpus-relative path
-    assert route.path == "/corpus/{path:path}"
+    # the corpus' own images by corpus-relative path, and visitors' exports by token: nothing else
+    assert [route.path for route in options["app_kwargs"]["routes"]] == ["/corpus/{path:path}", "/download/{token}"]
     assert len(state.corpus_files()) == 6 and state.corpus_files().resolve("images/cat.png").name == "cat.png"
     assert state.corpus_files().resolve("corpus.jsonl") is None
 

@@ -244,12 +244,36 @@ def test_exports_are_written_only_when_asked(served, tmp_path):
                    api_name="/first_stage")
     client.predict(**_search_args(text="dog"), api_name="/search")
     assert (set(_files(exports)) if exports.exists() else set()) == before  # searching writes no export
-    downloaded = client.predict(api_name="/export")
+    url = client.predict(api_name="/export")
     new = set(_files(exports)) - before
     assert len(new) == 1
     assert [path.name for path in _files(scratch) if path.suffix == ".json"].count(next(iter(new)).name) == 1
-    exported = json.loads(Path(downloaded).read_text(encoding="utf-8"))
+    # the export comes back as a token URL of its own route, not as Gradio's file (which names its server path)
+    assert url.startswith("/download/") and "tmp" not in url and "json" not in url
+    base = demo.local_url.rstrip("/")
+    with urllib.request.urlopen(base + url, timeout=20) as response:
+        assert response.headers["Content-Disposition"].startswith("attachment")
+        assert response.headers["Content-Type"].startswith("application/json")
+        exported = json.loads(response.read())
     assert exported["query"]["text"] == "dog" and exported["first_stage"]["hits"][0]["id"] == "t-dog"
+    assert _get(base + "/download/not-a-token")[0] == 404
+    assert _get(base + url.replace("/download/", "/download/x"))[0] == 404
+
+
+def test_the_detail_picture_comes_from_the_corpus_route(served, base):
+    """The details panel's full image is an <img> of the corpus route, not a Gradio file with a temp path."""
+    from mmembed.ui import handlers as h
+    from mmembed.ui.events import DemoEvents
+    from mmembed.ui.scratch import Scratch
+
+    _, state, tmp, scratch = served
+    events = DemoEvents(state, Scratch(scratch, CAP_BYTES))
+    report = h.first_stage(state, h.parse_request("cat", None, "image", "natural", 4, "keyword", 4, state=state))
+    details, picture = events.details(report, "i-cat")
+    assert 'src="/corpus/images/cat.png"' in picture and _get(base + "/corpus/images/cat.png")[0] == 200
+    for root in (str(tmp), str(tmp.resolve()), "/tmp/"):
+        assert root not in details and root not in picture
+    assert events.details(report, "t-cat")[1] == ""  # a text item: no picture
 
 
 def test_uploads_are_capped_oldest_first(served):

@@ -14,7 +14,7 @@ import gradio as gr
 from mmembed.ui import handlers as h
 from mmembed.ui.events import FIRST_PLACEHOLDER, SECOND_PLACEHOLDER, user_error
 from mmembed.ui.plot import render_mix_chart
-from mmembed.ui.render import render_column, render_details
+from mmembed.ui.render import render_column, render_detail_image, render_details
 from mmembed.ui.state import DemoState
 
 
@@ -104,9 +104,9 @@ class Results:
     pick: gr.Dropdown
     clicked: gr.Textbox
     details: gr.HTML
-    detail_image: gr.Image
+    detail_image: gr.HTML
     export: gr.Button
-    download: gr.DownloadButton
+    export_url: gr.Textbox
     json_view: gr.JSON
 
 
@@ -132,12 +132,13 @@ def build_results() -> Results:
             clicked = gr.Textbox(visible="hidden", elem_id="clicked-id")  # set by CARD_CLICK_JS
             details = gr.HTML(render_details(None), elem_id="details")
         with gr.Column(scale=2):
-            detail_image = gr.Image(label="Full image", type="pil", interactive=False, visible=False, height=320,
-                                    elem_id="detail-image")
+            # an <img> from the corpus route, not a gr.Image: Gradio would send its temp file's server path
+            detail_image = gr.HTML(render_detail_image(None), elem_id="detail-image")
     with gr.Row():
         export = gr.Button("Export results (JSON)", interactive=False, elem_id="export")
-        # filled by `DemoEvents.export` on request, then clicked by script: its click downloads the file
-        download = gr.DownloadButton("Download", value=None, visible="hidden", elem_id="export-file")
+        # the export's /download/<token> URL, filled by `DemoEvents.export` on request, then opened by script
+        # (a gr.DownloadButton would send the file's server path to the browser)
+        export_url = gr.Textbox(visible="hidden", elem_id="export-url")
     with gr.Accordion("JSON: the object the `search` API returns", open=False):
         json_view = gr.JSON(elem_id="json-view")
-    return Results(first, second, plot, bias, pick, clicked, details, detail_image, export, download, json_view)
+    return Results(first, second, plot, bias, pick, clicked, details, detail_image, export, export_url, json_view)

@@ -22,7 +22,7 @@ from mmembed.ui import evaluate_handlers as eh
 from mmembed.ui.events import progress_fn, user_error
 from mmembed.ui.scratch import Scratch
 from mmembed.ui.state import DemoState
-from mmembed.ui.workbench_view import render_confusion, render_failures, render_summary
+from mmembed.ui.workbench_view import render_confusion, render_exports, render_failures, render_summary
 from mmembed.workbench import FAILURE_KINDS, EvaluationCancelled
 
 EVALUATE_GROUP = {"concurrency_id": "evaluate", "concurrency_limit": 1}  # apart from the searches' "model" group
@@ -51,8 +51,7 @@ class EvalTab:
     model: gr.Dropdown
     failures: gr.HTML
     clicked: gr.Textbox
-    export_json: gr.DownloadButton
-    export_csv: gr.DownloadButton
+    exports: gr.HTML
 
     def run_args(self) -> list[Any]:
         return [self.upload, self.embedder, self.compare, self.mode, self.rerank_on, self.reranker, self.depth,
@@ -90,11 +89,10 @@ def build_evaluate_tab(state: DemoState, default_embedder: str) -> EvalTab:
         model = gr.Dropdown([eh.ALL], value=eh.ALL, label="Model", elem_id="eval-model")
     failures = gr.HTML(render_failures(None, None, []), elem_id="eval-failures")
     clicked = gr.Textbox(visible="hidden", elem_id="failure-clicked")  # set by FAILURE_CLICK_JS
-    with gr.Row():
-        export_json = gr.DownloadButton("Report (JSON)", value=None, interactive=False, elem_id="eval-export-json")
-        export_csv = gr.DownloadButton("Failures (CSV)", value=None, interactive=False, elem_id="eval-export-csv")
+    # links to /download/<token>, written with the run (gr.DownloadButton would send the files' server paths)
+    exports = gr.HTML(render_exports(None, None), elem_id="eval-exports")
     return EvalTab(upload, embedder, compare, mode, rerank_on, reranker, depth, k, run, cancel, status, summary,
-                   confusion, task, kind, model, failures, clicked, export_json, export_csv)
+                   confusion, task, kind, model, failures, clicked, exports)
 
 
 class EvaluateEvents:
@@ -129,7 +127,7 @@ class EvaluateEvents:
             report, query_set = self._evaluate(token, upload, embedder, compare, mode, rerank_on, reranker, depth,
                                                k, progress)
         except EvaluationCancelled:
-            return (gr.skip(), '<div class="mm-status">Evaluation cancelled.</div>', *(gr.skip(),) * 6)
+            return (gr.skip(), '<div class="mm-status">Evaluation cancelled.</div>', *(gr.skip(),) * 5)
         except MMEmbedError as exc:
             raise user_error(exc, "evaluate") from exc
         session = {"report": report, "query_set": query_set,
@@ -142,8 +140,7 @@ class EvaluateEvents:
         return (session, status, render_summary(report), render_confusion(report),
                 render_failures(report, self.state.corpus, failures),
                 gr.Dropdown(choices=[eh.ALL, *(run.name for run in report.models)], value=eh.ALL),
-                gr.DownloadButton(value=str(json_path), interactive=True),
-                gr.DownloadButton(value=str(csv_path), interactive=True))
+                render_exports(self.state.downloads.offer(json_path), self.state.downloads.offer(csv_path)))
 
     def evaluate_api(self, upload, embedder, compare, mode, rerank_on, reranker, depth, k,
                      progress=gr.Progress()):  # noqa: B008
@@ -203,8 +200,7 @@ def wire_evaluate(events: EvaluateEvents, tab: EvalTab, tabs: gr.Tabs, inputs: A
 
     session = gr.State(None)  # {"report", "query_set", "known"} of this visitor's last evaluation
     token = gr.State(None)  # this visitor's running evaluation, for Cancel
-    outputs = [session, tab.status, tab.summary, tab.confusion, tab.failures, tab.model, tab.export_json,
-               tab.export_csv]
+    outputs = [session, tab.status, tab.summary, tab.confusion, tab.failures, tab.model, tab.exports]
     started = tab.run.click(events.start, None, token, api_name="evaluate_start", **INTERNAL)
     running = started.then(zero_gpu(as_function(events.run)), [token, *tab.run_args()], outputs,
                            api_name="evaluate_run", show_progress_on=[tab.status], **INTERNAL, **EVALUATE_GROUP)

@@ -21,7 +21,7 @@ from mmembed.progress import ProgressFn
 from mmembed.types import MMEmbedError
 from mmembed.ui import handlers as h
 from mmembed.ui.plot import render_mix_chart
-from mmembed.ui.render import render_bias_summary, render_column, render_details, render_status
+from mmembed.ui.render import render_bias_summary, render_column, render_detail_image, render_details, render_status
 from mmembed.ui.scratch import Scratch
 from mmembed.ui.state import DemoState
 
@@ -165,16 +165,8 @@ class DemoEvents:
             details = h.item_details(self.state, report, item_id, known)
         except MMEmbedError as exc:
             raise user_error(exc, "details") from exc
-        picture = None
-        file = self.state.image_file(details["image"]) if details else None
-        if file:
-            from mmembed.images import ImageLoadError, load_image
-
-            try:
-                picture = load_image(file, max_side=1024)
-            except ImageLoadError as exc:
-                gr.Warning(html.escape(str(exc)))
-        return render_details(details), gr.Image(value=picture, visible=picture is not None)
+        url = self.state.corpus_files().url_of(details["image"]) if details else None
+        return render_details(details), render_detail_image(url, details["id"] if details else "")
 
     def card_details(self, report, clicked_value, known=None):
         item_id = (clicked_value or "").split("|", 1)[0]  # "<id>|<time>": clicking the same card again still fires
@@ -185,7 +177,7 @@ class DemoEvents:
             path = h.export_json(self.state, report, self.scratch, known)
         except MMEmbedError as exc:
             raise user_error(exc, "export") from exc
-        return str(path)  # already in Gradio's folder: served as is, not copied
+        return self.state.downloads.offer(path, "mmembed-results.json")  # a token URL: no server path
 
     # --- models -----------------------------------------------------------------------------------------
 

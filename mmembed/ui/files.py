@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import secrets
+import threading
+from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from mmembed.types import MMEmbedError
 
@@ -62,8 +66,13 @@ class CorpusFiles:
         return self._by_id.get(item.id)
 
     def url(self, item: Item) -> str | None:
-        public = self.public_path(item)
-        return ROUTE + public if public is not None else None
+        return self.url_of(self.public_path(item))
+
+    def url_of(self, public: str | None) -> str | None:
+        """The page URL of a corpus-relative image path that the corpus references, or None."""
+        if not public or public not in self._by_public:
+            return None
+        return ROUTE + quote(public, safe="/")  # a name with '#', '?' or spaces still reaches the route
 
     def resolve(self, public: str | None) -> Path | None:
         """The file behind a corpus-relative path, or None if the corpus references no such image."""
@@ -98,3 +107,55 @@ def corpus_route(files: Any) -> Any:
         return FileResponse(file, media_type=media_type, headers=headers)
 
     return Route(ROUTE + "{path:path}", serve, methods=["GET", "HEAD"])
+
+
+DOWNLOAD_ROUTE = "/download/"  # exports: ROUTE + an unguessable token, never a file name or server path
+
+
+class Downloads:
+    """Files written for one visitor (exports), offered under random tokens.
+
+    Gradio's download components send the file's server path to the browser (`/gradio_api/file=/tmp/...`);
+    a token says nothing of the server, and only the visitor who asked for the export learns it. The table
+    is bounded: the oldest offers are forgotten (their files may also be gone already, evicted by the
+    scratch disk's cap), and a forgotten or evicted export answers 404.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._offers: OrderedDict[str, tuple[Path, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def offer(self, file: str | Path, name: str | None = None) -> str:
+        """The URL under which `file` downloads (as `name`, default its own file name)."""
+        token = secrets.token_urlsafe(18)
+        with self._lock:
+            self._offers[token] = (Path(file), name or Path(file).name)
+            while len(self._offers) > self.limit:
+                self._offers.popitem(last=False)
+        return DOWNLOAD_ROUTE + token
+
+    def resolve(self, token: str) -> tuple[Path, str] | None:
+        with self._lock:
+            return self._offers.get(token)
+
+
+_DOWNLOAD_TYPES = {".json": "application/json", ".csv": "text/csv"}
+
+
+def download_route(downloads: Downloads) -> Any:
+    """A Starlette route serving `DOWNLOAD_ROUTE<token>` as an attachment; anything else gets 404."""
+    from starlette.responses import FileResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    def serve(request: Any) -> Any:
+        found = downloads.resolve(request.path_params.get("token", ""))
+        if found is None or not found[0].is_file():
+            return PlainTextResponse("Not found (exports are kept for a while only: export again)", status_code=404)
+        file, name = found
+        media_type = _DOWNLOAD_TYPES.get(file.suffix.lower(), "application/octet-stream")
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"}
+        # filename= makes Starlette send Content-Disposition: attachment (a download, never a page of this site)
+        return FileResponse(file, media_type=media_type, filename=name, headers=headers)
+
+    return Route(DOWNLOAD_ROUTE + "{token}", serve, methods=["GET", "HEAD"])

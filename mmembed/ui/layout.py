@@ -30,6 +30,9 @@ MAX_UPLOAD = "10mb"  # far above any photo worth embedding; load_image caps pixe
 QUEUE_SIZE = 32  # visitors waiting beyond this get "queue full" instead of a minutes-long wait
 HEAVY = {"concurrency_id": "model", "concurrency_limit": 1}  # one model call at a time on a CPU box
 INTERNAL = {"api_visibility": "undocumented"}  # page plumbing: callable, kept out of "Use via API"
+# opens an export's /download/<token> URL; the route answers with an attachment, so the page stays
+DOWNLOAD_JS = "(url) => { if (!url) return; const a = document.createElement('a'); a.href = url; a.download = ''; " \
+              "document.body.appendChild(a); a.click(); a.remove(); }"
 
 
 def build_demo(state: DemoState | None = None, *, examples: list[Example] | None = None) -> gr.Blocks:
@@ -113,8 +116,8 @@ def wire_search(events: DemoEvents, inputs: Inputs, results: Results, status: An
                        api_name="details")
     results.clicked.change(events.card_details, [session, results.clicked, known],
                            [results.details, results.detail_image, results.pick], api_name="card_details", **INTERNAL)
-    results.export.click(events.export, [session, known], results.download, api_name="export", **INTERNAL).success(
-        None, js="() => { document.querySelector('#export-file')?.click(); }")
+    results.export.click(events.export, [session, known], results.export_url, api_name="export", **INTERNAL).success(
+        None, results.export_url, None, js=DOWNLOAD_JS)
     return search_after
 
 
@@ -154,7 +157,7 @@ def launch_options(state: DemoState, scratch: Scratch | None = None) -> dict[str
 
     Also cleans up what earlier demo processes left in the scratch folder (this runs once, at launch).
     """
-    from mmembed.ui.files import corpus_route
+    from mmembed.ui.files import corpus_route, download_route
     from mmembed.ui.scratch import Scratch
 
     scratch = scratch or Scratch()
@@ -162,5 +165,5 @@ def launch_options(state: DemoState, scratch: Scratch | None = None) -> dict[str
     return {"theme": make_theme(), "css": CSS + WORKBENCH_CSS, "head": CARD_CLICK_JS + FAILURE_CLICK_JS,
             "allowed_paths": state.allowed_paths(),
             "max_file_size": MAX_UPLOAD,
-            "app_kwargs": {"routes": [corpus_route(state.corpus_files)],
+            "app_kwargs": {"routes": [corpus_route(state.corpus_files), download_route(state.downloads)],
                            "middleware": [scratch.upload_middleware()]}}

@@ -210,3 +210,11 @@ def render_details(item: Mapping[str, Any] | None) -> str:
     table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     text = f'<div class="mm-fulltext">{esc(item["text"])}</div>' if item.get("text") else ""
     return f'<div class="mm-details"><table>{table}</table>{text}</div>'
+
+
+def render_detail_image(url: str | None, alt: str = "") -> str:
+    """The full-size picture of the inspected result, from the corpus route (a corpus-relative URL)."""
+    if not url:
+        return ""
+    return (f'<figure class="mm-detail-image"><img src="{esc(url)}" alt="{esc(alt)}" loading="lazy">'
+            f"<figcaption>Full image</figcaption></figure>")

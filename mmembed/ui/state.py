@@ -92,6 +92,9 @@ class DemoState:
         self.results = ResultCache()
         self._licences: dict[str, str] | None = None
         self._files: CorpusFiles | None = None
+        from mmembed.ui.files import Downloads
+
+        self.downloads = Downloads()  # visitors' exports by token (the page never names a server file)
         # the Evaluate tab: finished reports for every visitor, and the models' turns shared with the searches
         # (an evaluation takes one query per turn, so a search waits for one query at most: see concurrency.py)
         from mmembed.concurrency import FairLock

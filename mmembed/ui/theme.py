@@ -71,6 +71,8 @@ CSS = """
 .mm-details table { border-collapse: collapse; font-size: .88rem; border: none !important; }
 .mm-details tr, .mm-details th, .mm-details td { border: none !important; padding: .2rem .9rem .2rem 0 !important;
   background: transparent !important; text-align: left; vertical-align: top; }
+.mm-detail-image { margin: 0; } .mm-detail-image img { max-width: 100%; max-height: 320px; object-fit: contain; }
+.mm-detail-image figcaption { font-size: .8rem; color: var(--body-text-color-subdued); }
 .mm-details th { color: var(--body-text-color-subdued); font-weight: 600; }
 .mm-chart, .mm-bias { border: 1px solid var(--border-color-primary); border-radius: 10px;
   background: var(--block-background-fill); }

@@ -193,6 +193,10 @@ CSS = """
 .mm-wb-thumb > span { color: var(--body-text-color-subdued); }
 .mm-wb-thumb img { width: 72px; height: 72px; object-fit: cover; border-radius: 6px; }
 .mm-wb-thumb em { overflow-wrap: anywhere; }
+.mm-downloads { display: flex; gap: .6rem; }
+.mm-download { padding: .45rem .9rem; border-radius: 8px; border: 1px solid var(--border-color-primary);
+  background: var(--button-secondary-background-fill); text-decoration: none; font-weight: 600; font-size: .9rem; }
+span.mm-download { opacity: .5; cursor: not-allowed; }
 /* phone width: the Search tab's two columns stay side by side, as compact cards (rank, thumbnail, movement) */
 @media (max-width: 600px) {
   #results-row { flex-wrap: nowrap !important; gap: .3rem !important; }
@@ -224,3 +228,14 @@ document.addEventListener("click", (event) => {
 </script>
 """
 
+
+def render_exports(json_url: str | None, csv_url: str | None) -> str:
+    """The run's two downloads as links (inactive until a run wrote them)."""
+    links = []
+    for url, label, elem in ((json_url, "Report (JSON)", "eval-export-json"),
+                             (csv_url, "Failures (CSV)", "eval-export-csv")):
+        if url:
+            links.append(f'<a class="mm-download" id="{elem}" href="{esc(url)}" download>{label}</a>')
+        else:
+            links.append(f'<span class="mm-download mm-muted" id="{elem}">{label}</span>')
+    return f'<div class="mm-downloads">{"".join(links)}</div>'
