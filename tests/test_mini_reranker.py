@@ -254,3 +254,28 @@ def test_shipped_reranker_loads_offline_through_the_registry():
     assert reranker.score(query, items[::-1]) == pytest.approx(scores[::-1], abs=1e-6)  # per pair, order-free
     shipped = json.loads((SHIPPED / "config.json").read_text())
     assert reranker.fusion_weight == shipped["fusion_weight"]
+
+
+def test_prepare_reuses_a_rerankers_cnn_when_the_retriever_reads_images_differently(trained, tower_dir, tmp_path):
+    """mmembed-mini's tower (other channels, other input size) cannot feed the reranker's CNN: prepare says
+    which flag to pass, and with it takes the frozen CNN of an existing reranker and gives the retriever
+    images at the retriever's own size."""
+    from safetensors.numpy import load_file
+
+    from mmembed.models.mini import MiniConfig, save_model_dir
+    from mmembed.models.mini import build_model as build_mini
+    from mmembed.train.rerank import FEATURES_NAME, prepare
+
+    torch.manual_seed(1)
+    other = MiniConfig(dim=32, image_size=24, channels=(4, 8, 16), text_tower="tiny")
+    save_model_dir(build_mini(other), other, tmp_path / "mini-other")
+    args = (trained["data"], tmp_path / "mini-other")
+    options = {"top_n": 6, "max_train": 100, "max_val": 100, "config": tiny_config(), "tower_dir": tower_dir}
+    with pytest.raises(ValueError, match="--image-tower-from"):
+        prepare(*args, tmp_path / "refused", **options)
+    prepare(*args, tmp_path / "features", image_tower_from=trained["model"], **options)
+    ours = load_file(str(tmp_path / "features" / FEATURES_NAME))
+    before = load_file(str(trained["root"] / "features" / FEATURES_NAME))
+    # the same frozen CNN (the reranker's, trained on the first retriever) -> the same image features
+    np.testing.assert_allclose(ours["image_cells"], before["image_cells"], atol=5e-3)  # saved as float16
+    assert not np.array_equal(ours["ranking"], before["ranking"])  # ranked by the other retriever

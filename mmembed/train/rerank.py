@@ -51,6 +51,25 @@ def _pack(states, mask):
     return flat, offsets
 
 
+def _load_image_tower(reranker: Any, retriever: Any, image_tower_from: Path | None) -> None:
+    """The reranker's frozen image CNN: the retriever's own tower if it is that CNN, else a reranker's."""
+    from mmembed.models.mini_rerank import load_model_dir as load_reranker_dir
+
+    def tower_state(model: Any) -> dict[str, Any]:
+        return {k.removeprefix("image_tower."): v for k, v in model.state_dict().items()
+                if k.startswith("image_tower.")}
+
+    wanted = set(reranker.image_tower.state_dict())
+    if image_tower_from is None:
+        state = tower_state(retriever)
+        if set(state) != wanted:
+            raise ValueError("the retriever's image tower is not the reranker's CNN: pass --image-tower-from "
+                             "with a reranker folder (e.g. assets/mmembed-mini-rerank) to reuse its frozen CNN")
+    else:
+        state = tower_state(load_reranker_dir(image_tower_from)[0])
+    reranker.image_tower.load_state_dict(state)
+
+
 def _select_queries(data, max_train: int, max_val: int, seed: int):
     """Training queries (balanced over tasks, at most max_train) and validation queries (at most max_val)."""
     import numpy as np
@@ -72,9 +91,11 @@ def _select_queries(data, max_train: int, max_val: int, seed: int):
 
 def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30, max_train: int = 3000,
             max_val: int = 300, seed: int = 0, config: RerankConfig | None = None,
-            tower_dir: Path | None = None) -> dict[str, Any]:
+            tower_dir: Path | None = None, image_tower_from: Path | None = None) -> dict[str, Any]:
     """Write the frozen features to `out` (see the module docstring); `tower_dir` overrides the installed
-    text tower (tests pass a tiny one)."""
+    text tower (tests pass a tiny one). The reranker's frozen CNN is the retriever's image tower when that is
+    the same CNN, else the one of the reranker in `image_tower_from` (mmembed-mini now reads images with a
+    pretrained EfficientNet the reranker does not use; a retrained retriever must not change its inputs)."""
     # long: one pass over every frozen input, in the order the packed arrays need; split after issue 11
     import numpy as np
     import torch
@@ -148,12 +169,14 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
     _, instruction_vectors = full_pass(instructions, "instructions")
     instruction_row = {s: i for i, s in enumerate(instructions)}
 
-    # images: the tower's maps (reranker) and mmembed-mini's encodings, from the same frozen tower
+    # images: the reranker's frozen CNN maps, and mmembed-mini's encodings (at its own input size)
     reranker = build_model(config)
-    tower_state = {k.removeprefix("image_tower."): v for k, v in mini.state_dict().items()
-                   if k.startswith("image_tower.")}
-    reranker.image_tower.load_state_dict(tower_state)
+    _load_image_tower(reranker, mini, image_tower_from)
     images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255.0
+    mini_images = images
+    if mini_raw.get("image_size", config.image_size) != config.image_size:
+        mini_images = torch.from_numpy(load_training_set(data_root, image_size=mini_raw["image_size"]).images)
+        mini_images = mini_images.permute(0, 3, 1, 2).float() / 255.0
     cells, pooled = [], []
     with torch.inference_mode():
         tower = reranker.image_tower
@@ -175,12 +198,12 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
             text[has_text] = pool_text_vectors[[text_row[int(t)] for t in data.pool_text[idx][has_text]]]
             image_rows = data.pool_image[idx]
             pool_vectors.append(mini.encode_candidates(
-                torch.from_numpy(text), images[torch.from_numpy(image_rows[image_rows >= 0])],
+                torch.from_numpy(text), mini_images[torch.from_numpy(image_rows[image_rows >= 0])],
                 torch.from_numpy(has_text), torch.from_numpy(image_rows >= 0),
                 torch.from_numpy(data.pool_modality[idx])).numpy())
         image_rows = data.query_image[rows]
         query_vectors = mini.encode_queries(
-            torch.from_numpy(query_text_vectors), images[torch.from_numpy(image_rows[image_rows >= 0])],
+            torch.from_numpy(query_text_vectors), mini_images[torch.from_numpy(image_rows[image_rows >= 0])],
             torch.from_numpy(query_has_text), torch.from_numpy(image_rows >= 0),
             torch.from_numpy(instruction_vectors[[instruction_row[data.queries[i].instruction] for i in rows]])
         ).numpy()
@@ -503,6 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-train", type=int, default=3000)
     p.add_argument("--max-val", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-tower-from", type=Path, default=None,
+                   help="a reranker folder whose frozen image CNN to reuse (needed when the retriever's tower differs)")
     t = sub.add_parser("train", help="train the reranker on prepared features")
     t.add_argument("--features", type=Path, default=Path("build/rerank"))
     t.add_argument("--out", type=Path, default=Path("assets/mmembed-mini-rerank"))
@@ -517,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         select_fusion_weight(args.features, args.model, args.depth)
     elif args.command == "prepare":
         prepare(args.data, args.retriever, args.out, top_n=args.top_n, max_train=args.max_train,
-                max_val=args.max_val, seed=args.seed)
+                max_val=args.max_val, seed=args.seed, image_tower_from=args.image_tower_from)
     else:
         config = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
         if config.list_size < 2:
