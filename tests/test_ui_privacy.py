@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -235,6 +236,15 @@ def _files(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.is_file()]
 
 
+def _total_size(folder: Path) -> int:
+    """Bytes under `folder`; a file evicted between listing and stat (the cap runs concurrently) counts 0."""
+    total = 0
+    for path in _files(folder):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
+
+
 def test_exports_are_written_only_when_asked(served, tmp_path):
     demo, _, _, scratch = served
     client = gradio_client.Client(demo.local_url, verbose=False)
@@ -295,9 +305,9 @@ def test_uploads_are_capped_oldest_first(served):
     with urllib.request.urlopen(request, timeout=20):
         pass
     deadline = time.time() + 10
-    while sum(path.stat().st_size for path in _files(scratch)) > CAP_BYTES and time.time() < deadline:
+    while _total_size(scratch) > CAP_BYTES and time.time() < deadline:
         time.sleep(0.2)
-    assert sum(path.stat().st_size for path in _files(scratch)) <= CAP_BYTES
+    assert _total_size(scratch) <= CAP_BYTES
     assert not uploaded[0].exists() and not uploaded[1].exists()  # the oldest went first
 
 
