@@ -180,3 +180,24 @@ def test_the_plot_frame_has_the_m_rand_row(events, state):
     stages = list(dict.fromkeys(frame["stage"]))
     assert stages[2].startswith("M_rand first stage (") and stages[3].startswith("First stage (")
     assert frame.groupby("stage")["percent"].sum().round(6).eq(100).all()
+
+
+class UnloadableEmbedder(DebiasedKeywordEmbedder):
+    """An M_rand whose weights cannot be read here (what a damaged assets/ folder does)."""
+
+    def embed_items(self, items, *, progress=None):
+        from mmembed.registry import BackendUnavailableError
+
+        raise BackendUnavailableError("its weights could not be read")
+
+
+def test_an_m_rand_that_cannot_run_leaves_the_search_standing(events, state, monkeypatch):
+    state.embedders.register_instance("broken-rand", UnloadableEmbedder(VOCAB, name="broken-rand"))
+    state.embedders.register_instance("fair2", DebiasedKeywordEmbedder(VOCAB, text_bias=0.8, name="fair2"),
+                                      random_negatives="broken-rand")
+    warnings = []
+    monkeypatch.setattr(gr, "Warning", warnings.append)
+    out = events.first("cat", None, "image", "natural", 4, "fair2", 4, None, True, progress=None)
+    assert ids(out[FIRST]) == [hit["id"] for hit in expected(state, "fair2")["first_stage"]["hits"]]
+    assert out[TWIN] is None and out[TWIN_BOX].visible is False
+    assert warnings == ["The M_rand comparison could not run: its weights could not be read"]

@@ -130,16 +130,23 @@ class DemoEvents:
         try:
             request = h.parse_request(text, image, target, mode, top_k, embedder, depth, state=self.state)
             report = h.first_stage(self.state, request, progress_fn(progress))
-            # the compare switch: the same query through the embedder's M_rand (its index is built once, with
-            # progress, like any embedder's); None when off or when this embedder has no M_rand
-            twin = twin_stage(self.state, report, bool(compare), progress_fn(progress))
         except MMEmbedError as exc:
             raise user_error(exc, "first_stage") from exc
         except Exception as exc:
             raise program_fault("first_stage") from exc
         for note in h.notes_to_toast(report.notes):
             gr.Warning(html.escape(note))
-        return self.outputs(report, first=True, known=known, twin=twin)
+        return self.outputs(report, first=True, known=known, twin=self._twin(report, compare, progress))
+
+    def _twin(self, report: SearchReport, compare: Any, progress: Any) -> SearchReport | None:
+        """The compare switch's M_rand report (its index is built once, with progress, like any embedder's); None
+        when off, when this embedder has none, or when it cannot run (a warning says why: the search stands)."""
+        try:
+            return twin_stage(self.state, report, bool(compare), progress_fn(progress))
+        except MMEmbedError as exc:
+            log.info("compare: %s", exc)
+            gr.Warning(html.escape(f"The M_rand comparison could not run: {exc}"))
+            return None
 
     def rerank(self, report, rerank_on, reranker, known=None, twin=None, progress=gr.Progress()):  # noqa: B008
         """Yields the page after every scored batch (cards fill in), the final order last."""
