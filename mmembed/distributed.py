@@ -18,11 +18,12 @@ shards r, r + W, r + 2W, ... into the same fingerprinted shard files a one-proce
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -94,12 +95,32 @@ def shards_of_rank(n_shards: int, ctx: DistContext) -> list[int]:
     return list(range(ctx.rank, n_shards, ctx.world_size))
 
 
+def gather_to_main(value: Any, ctx: DistContext) -> list[Any] | None:
+    """Every rank's `value`, by rank, on rank 0 (None on the others). Pickled by torch.distributed: for our own
+    results between our own processes, never for anything a user supplies."""
+    import torch.distributed as dist
+
+    gathered: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
+
+
+def in_round_robin_order(by_rank: list[list[Any]]) -> list[Any]:
+    """Undo the round-robin split: rank r's j-th element was element r + j * W of the whole."""
+    world = len(by_rank)
+    whole: list[Any] = [None] * sum(len(part) for part in by_rank)
+    for rank, part in enumerate(by_rank):
+        whole[rank::world] = part
+    return whole
+
+
 def distributed_build(corpus: Corpus, embedder: Embedder, cache_dir: Path, ctx: DistContext, *,
-                      index_type: str = "flat", progress: ProgressFn | None = None) -> VectorIndex | None:
+                      index_type: str = "flat", progress: ProgressFn | None = None,
+                      out: TextIO | None = None) -> VectorIndex | None:
     """Embed this rank's shards; rank 0 then builds the index and returns it (other ranks return None).
 
-    Prints `rank R/W: embedded N of M items` per rank (N: the items of its shards, M: the corpus).
-    Must run inside `process_group`.
+    Prints `rank R/W: embedded N of M items` per rank (N: the items of its shards, M: the corpus) to `out`
+    (default stdout; `eval` keeps stdout for its figures). Must run inside `process_group`.
     """
     from mmembed.index import (
         cache_folder,
@@ -124,7 +145,8 @@ def distributed_build(corpus: Corpus, embedder: Embedder, cache_dir: Path, ctx: 
         done += bounds[shard][1] - bounds[shard][0]
         if progress is not None:
             progress(done, total_mine, f"rank {ctx.rank}/{ctx.world_size} embedding")
-    print(f"rank {ctx.rank}/{ctx.world_size}: embedded {done} of {len(corpus)} items", flush=True)
+    print(f"rank {ctx.rank}/{ctx.world_size}: embedded {done} of {len(corpus)} items", file=out or sys.stdout,
+          flush=True)
     barrier()
     index = None
     if ctx.is_main:  # every shard is on disk now: this only loads them and builds the index

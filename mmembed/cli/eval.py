@@ -4,6 +4,10 @@ Runs through the workbench (mmembed.workbench), so `--failures` writes the same 
 shows, and `--compare EMBEDDER` puts a second model's figures beside the first, named. `--reranker NAME`
 reranks every query's first-stage top `--rerank-depth` too: both stages' figures side by side; in `--json`
 the usual keys stay the first stage's and a `reranked` object with the same keys is added.
+
+Under torchrun (`torchrun --nproc-per-node N -m mmembed eval ...`) every rank embeds its share of the corpus
+as `index build` does, then embeds, searches and reranks its share of the queries; rank 0 gathers them in
+file order and prints (and writes) exactly what a one-process eval does; the other ranks print one line each.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 from mmembed.cli._common import add_retrieval_args, build_retriever
 
 if TYPE_CHECKING:
+    from mmembed.distributed import DistContext
     from mmembed.embedders.base import Embedder
     from mmembed.rerankers.base import Reranker
     from mmembed.retriever import Retriever
-    from mmembed.workbench import WorkbenchReport
+    from mmembed.workbench import QuerySet, WorkbenchReport
     from mmembed.workbench.report import ModelRun
 
 
@@ -53,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmembed.config import Settings
+    from mmembed.distributed import context_from_env, rank_device
     from mmembed.metrics import MetricsAccumulator
     from mmembed.progress import tqdm_progress
     from mmembed.storage import atomic_write
@@ -68,17 +74,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValidationError(f"--failure-k must be a positive integer, got {args.failure_k}")
     if args.rerank_depth < 1:
         raise ValidationError(f"--rerank-depth must be a positive integer, got {args.rerank_depth}")
+    ctx = context_from_env()
+    if ctx is not None:  # under torchrun: each rank on its own GPU, reranker and embedders included
+        args.device = rank_device(ctx, args.device or Settings.from_env().device)
     reranker = _reranker(args.reranker, args.device) if args.reranker else None  # refused before any indexing
     # the second embedder is created first (models load lazily), so an unknown name fails before any indexing
     second = _compare_embedder(args) if args.compare else None
-    retrievers = [build_retriever(args, progress_bar=not args.json)]
+    retrievers = [build_retriever(args, progress_bar=not args.json, build_index=ctx is None)]
     if second is not None:
-        retrievers.append(_second_retriever(args, second, retrievers[0]))
+        retrievers.append(_second_retriever(args, second, retrievers[0], build_index=ctx is None))
     query_set = load_query_set(args.queries or Settings.from_env().queries, retrievers[0].corpus,
                                image_root=args.image_root)
-    with tqdm_progress(unit="query", disable=args.json) as progress:
-        report = run_workbench(query_set, retrievers, mode=args.mode, k=args.failure_k, ks=ks, progress=progress,
-                               reranker=reranker, depth=args.rerank_depth)
+    if ctx is None:
+        with tqdm_progress(unit="query", disable=args.json) as progress:
+            report = run_workbench(query_set, retrievers, mode=args.mode, k=args.failure_k, ks=ks,
+                                   progress=progress, reranker=reranker, depth=args.rerank_depth)
+    else:
+        report = _distributed_report(args, ctx, query_set, retrievers, reranker, ks)
+        if report is None:  # not rank 0: its share is with rank 0, which prints the figures
+            return 0
     if args.failures is not None:
         text = report.failures_csv() if args.failures.suffix.lower() == ".csv" else report.failures_jsonl()
         atomic_write(args.failures, lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -121,15 +135,37 @@ def _reranker(name: str, device: str | None) -> Reranker:
     return RERANKERS.get(name, device=settings.device)
 
 
-def _second_retriever(args: argparse.Namespace, embedder: Embedder, first: Retriever) -> Retriever:
+def _second_retriever(args: argparse.Namespace, embedder: Embedder, first: Retriever, *,
+                      build_index: bool = True) -> Retriever:
     """The --compare embedder over the first one's corpus, cache folder and index type."""
     from mmembed.progress import tqdm_progress
     from mmembed.retriever import Retriever
 
     retriever = Retriever(first.corpus, embedder, cache_dir=first.cache_dir, index_type=first.index_type)
-    with tqdm_progress(disable=args.json) as progress:
-        retriever.ensure_index(progress)
+    if build_index:
+        with tqdm_progress(disable=args.json) as progress:
+            retriever.ensure_index(progress)
     return retriever
+
+
+def _distributed_report(args: argparse.Namespace, ctx: DistContext, query_set: QuerySet,
+                        retrievers: list[Retriever], reranker: Reranker | None,
+                        ks: tuple[int, ...]) -> WorkbenchReport | None:
+    """Under torchrun: every rank embeds its share of each corpus (rank 0 builds the index, the others then
+    load it), then ranks and reranks its share of the queries; rank 0 gets the whole report, the others None.
+    Rank lines go to stderr, so stdout holds only rank 0's figures (what a one-process eval prints)."""
+    from mmembed.distributed import distributed_build, process_group
+    from mmembed.progress import tqdm_progress
+    from mmembed.workbench.distributed import distributed_workbench
+
+    with process_group(ctx, args.device):
+        for retriever in retrievers:
+            distributed_build(retriever.corpus, retriever.embedder, retriever.cache_dir, ctx,
+                              index_type=retriever.index_type, out=sys.stderr)
+            retriever.ensure_index()  # what rank 0 just saved, fingerprint-checked like any cache
+        with tqdm_progress(unit="query", disable=args.json or not ctx.is_main) as progress:
+            return distributed_workbench(query_set, retrievers, ctx, mode=args.mode, reranker=reranker,
+                                         depth=args.rerank_depth, k=args.failure_k, ks=ks, progress=progress)
 
 
 def _json_summary(report: WorkbenchReport) -> dict[str, Any]:

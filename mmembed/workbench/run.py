@@ -117,15 +117,7 @@ def run_workbench(query_set: QuerySet, retrievers: Sequence[Retriever], *, mode:
     `cancel()` is polled between queries; when it returns True, EvaluationCancelled is raised. `turn` (e.g. the
     page's FairLock) is held for one query at a time, so other users of the same models get turns in between.
     """
-    if not 1 <= len(retrievers) <= 2:
-        raise ValidationError(f"the workbench compares one or two embedders, got {len(retrievers)}")
-    if not query_set.queries:
-        raise ValidationError(f"{query_set.name}: no queries to evaluate")
-    if not isinstance(k, int) or k < 1 or not isinstance(depth, int) or depth < 1:
-        raise ValidationError(f"k and depth must be positive integers, got k={k!r}, depth={depth!r}")
-    names = [r.embedder.name for r in retrievers]
-    if len(set(names)) != len(names):
-        raise ValidationError(f"pick two different embedders to compare (both are {names[0]!r})")
+    check_request(query_set, retrievers, k, depth)
     ks = tuple(sorted(set(ks)))
     key = cache_key(query_set, retrievers, mode, reranker, depth, k, ks)
     if cache is not None and (hit := cache.get(key)) is not None:
@@ -143,20 +135,44 @@ def run_workbench(query_set: QuerySet, retrievers: Sequence[Retriever], *, mode:
     return result
 
 
+def check_request(query_set: QuerySet, retrievers: Sequence[Retriever], k: int, depth: int) -> None:
+    """What run_workbench refuses (also checked by the distributed run, before any rank searches)."""
+    if not 1 <= len(retrievers) <= 2:
+        raise ValidationError(f"the workbench compares one or two embedders, got {len(retrievers)}")
+    if not query_set.queries:
+        raise ValidationError(f"{query_set.name}: no queries to evaluate")
+    if not isinstance(k, int) or k < 1 or not isinstance(depth, int) or depth < 1:
+        raise ValidationError(f"k and depth must be positive integers, got k={k!r}, depth={depth!r}")
+    names = [r.embedder.name for r in retrievers]
+    if len(set(names)) != len(names):
+        raise ValidationError(f"pick two different embedders to compare (both are {names[0]!r})")
+
+
 def _run_model(queries: Sequence[EvalQuery], retriever: Retriever, mode: str, reranker: Reranker | None,
                depth: int, k: int, ks: tuple[int, ...], progress: ProgressFn | None,
                cancel: Callable[[], bool] | None, turn: AbstractContextManager[Any] | None, *,
                done_before: int, total: int) -> ModelRun:
-    from mmembed.rerankers.base import rerank
-
-    name = retriever.embedder.name
     started = time.perf_counter()
     retriever.ensure_index(progress)
+    ranked = rank_queries(queries, retriever, mode, reranker, depth, k, ks, progress, cancel, turn,
+                          done_before=done_before, total=total)
+    return model_run(ranked, retriever, mode, k, ks, time.perf_counter() - started)
+
+
+def rank_queries(queries: Sequence[EvalQuery], retriever: Retriever, mode: str, reranker: Reranker | None,
+                 depth: int, k: int, ks: tuple[int, ...], progress: ProgressFn | None = None,
+                 cancel: Callable[[], bool] | None = None, turn: AbstractContextManager[Any] | None = None, *,
+                 done_before: int = 0, total: int | None = None) -> dict[str, list[RankedQuery]]:
+    """Search (and rerank) each query: stage ("first", and "reranked" with a reranker) -> one row per query,
+    in the queries' order. The index must be ready (`retriever.ensure_index`)."""
+    from mmembed.rerankers.base import rerank
+
+    # the depth read depends on the whole corpus, not on the queries: every rank of a split run reads the same
     read_depth = min(max(RANK_DEPTH, k, depth, *ks), len(retriever.corpus))
     ranked: dict[str, list[RankedQuery]] = {"first": []}
     if reranker is not None:
         ranked["reranked"] = []
-    what = f"evaluating {name}" + (f" + {reranker.name}" if reranker is not None else "")
+    what = f"evaluating {retriever.embedder.name}" + (f" + {reranker.name}" if reranker is not None else "")
     for done, eval_query in enumerate(queries, start=1):
         if cancel is not None and cancel():
             raise EvaluationCancelled("evaluation cancelled")
@@ -167,7 +183,14 @@ def _run_model(queries: Sequence[EvalQuery], retriever: Retriever, mode: str, re
         if reranker is not None:
             rest = [replace(hit, rank=rank) for rank, hit in enumerate(result.hits[depth:], start=len(top) + 1)]
             ranked["reranked"].append(RankedQuery(eval_query, (*top, *rest), result.target))
-        report(progress, done_before + done, total, what)
+        report(progress, done_before + done, total if total is not None else len(queries), what)
+    return ranked
+
+
+def model_run(ranked: dict[str, list[RankedQuery]], retriever: Retriever, mode: str, k: int,
+              ks: tuple[int, ...], seconds: float) -> ModelRun:
+    """Figures, modality confusion and failure records of one model's ranked queries (all of them, in order)."""
+    name = retriever.embedder.name
     root = retriever.corpus.root
     failures = [record for rows in zip(*ranked.values(), strict=True)
                 if (record := _failure(dict(zip(ranked, rows, strict=True)), name, k, root)) is not None]
@@ -175,7 +198,7 @@ def _run_model(queries: Sequence[EvalQuery], retriever: Retriever, mode: str, re
         name=name, fingerprint=retriever.embedder.fingerprint,
         stages={stage: _figures(rows, mode, ks) for stage, rows in ranked.items()},
         confusion={stage: modality_confusion(rows, WRONG_MODALITY_KS) for stage, rows in ranked.items()},
-        failures=failures, seconds=time.perf_counter() - started)
+        failures=failures, seconds=seconds)
 
 
 def _figures(rows: Sequence[RankedQuery], mode: str, ks: Sequence[int]) -> EvalReport:
