@@ -44,6 +44,9 @@ class BackendInfo:
     license: str | None = None
     needs_gpu: bool = False  # True: refuse to load on CPU unless forced (e.g. 7B models)
     allow_patterns: tuple[str, ...] = ()  # files `prefetch` downloads; empty means the whole repo
+    # The registered name of this same model trained with random negatives only (its M_rand, the paper's
+    # modality-biased baseline): the page's compare switch runs a query through both. None: no such twin.
+    random_negatives: str | None = None
 
 
 class Registry(Generic[T]):
@@ -60,12 +63,14 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {info.name!r} is registered twice")
         self._infos[info.name] = info
 
-    def register_instance(self, name: str, backend: T, description: str = "") -> None:
+    def register_instance(self, name: str, backend: T, description: str = "", *,
+                          random_negatives: str | None = None) -> None:
         """Register an already built backend under `name`: `get(name, ...)` returns it whatever the options.
 
         How the demo and the tests plug in fakes or in-memory models without touching private fields.
         """
-        self.register(BackendInfo(name=name, factory=lambda **_: backend, description=description))
+        self.register(BackendInfo(name=name, factory=lambda **_: backend, description=description,
+                                  random_negatives=random_negatives))
 
     def names(self) -> list[str]:
         return list(self._infos)

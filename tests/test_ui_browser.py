@@ -241,3 +241,85 @@ def test_evaluate_then_open_a_failure_with_positives_marked_in_both_columns(app_
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "ui-phone-390.png"), full_page=True)
     page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+# --- the shipped models, offline: real rank movement, and the compare switch (issue 11) ----------------------
+
+COMPARE_QUERY = "guitars"  # sample_corpus scq-0122, the page's compare example
+
+
+@pytest.fixture(scope="module")
+def real_app(tmp_path_factory):
+    """The page as it runs offline with the repository's defaults: clip-b32 and smolvlm-256m cannot be had (an
+    empty hub cache), so mmembed-mini answers and mmembed-mini-rerank reranks (the fallbacks); the sample corpus
+    and its examples. Indexes go to this module's own cache folder (built once, here)."""
+    from mmembed.config import Settings
+    from mmembed.ui import build_demo, launch_options
+    from mmembed.ui.state import DemoState
+
+    settings = Settings(cache_dir=tmp_path_factory.mktemp("real-cache"), device="cpu")
+    if not settings.corpus.is_file():
+        pytest.skip("the sample corpus is not in this checkout")
+    state = DemoState(settings)
+    demo = build_demo(state)
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(state))
+    try:
+        yield demo.local_url, state
+    finally:
+        demo.close()
+
+
+def wait_for_reranked(page, count: int) -> None:
+    """Until the reranked column holds its final order (no "Reranking… n of m" note left)."""
+    page.wait_for_function("n => document.querySelectorAll('#reranked .mm-card').length === n && "
+                           "!document.querySelector('#reranked .mm-note')", arg=count)
+
+
+def test_shipped_models_offline_rerank_moves_ranks_and_the_switch_shows_m_rand(real_app, page):
+    from mmembed.ui import handlers as h
+
+    url, state = real_app
+    embedder, reranker = state.default_embedder()[0], state.default_reranker()
+    assert (embedder, reranker) == ("mmembed-mini", "mmembed-mini-rerank")  # the offline fallbacks
+    # the page's defaults (top-k 10, 10 candidates reranked, the reranker's own fusion weight); this also builds
+    # both indexes, so the page answers at once
+    expected = h.search(state, COMPARE_QUERY, None, "image", "natural", 10, True, embedder, reranker)
+    first_ids = [hit["id"] for hit in expected["first_stage"]["hits"]]
+    reranked_ids = [hit["id"] for hit in expected["reranked"]["hits"]]
+    assert expected["reranked"]["status"] == "done" and reranked_ids != first_ids  # the reranker moves ranks
+    request = h.parse_request(COMPARE_QUERY, None, "image", "natural", 10, "mmembed-mini-rand", state=state)
+    rand = h.api_payload(state, h.first_stage(state, request))
+    rand_ids = [hit["id"] for hit in rand["first_stage"]["hits"]]
+
+    page.goto(url)
+    page.locator("#query-text textarea").fill(COMPARE_QUERY)
+    page.locator("#search-btn").click()
+    wait_for_reranked(page, len(reranked_ids))
+    assert card_ids(page, "first-stage") == first_ids
+    assert card_ids(page, "reranked") == reranked_ids != first_ids
+    moves = page.locator("#reranked .mm-move").all_inner_texts()
+    assert moves == [hit["movement_label"] for hit in expected["reranked"]["hits"]]
+    assert any(move.startswith(("↑", "↓")) for move in moves)  # the cards say how far they moved
+    assert not page.locator("#twin-box").is_visible()  # off by default
+
+    page.locator("#compare input[type=checkbox]").check()
+    page.locator("#rand-stage .mm-card").nth(len(rand_ids) - 1).wait_for()
+    assert card_ids(page, "rand-stage") == rand_ids
+    assert "M_rand (mmembed-mini-rand) — trained with random negatives" in page.locator("#rand-stage").inner_text()
+    assert "mmembed-mini — modality-aware hard negatives" in page.locator("#first-stage").inner_text()
+    rates = rand["first_stage"]["wrong_modality_rate"], expected["first_stage"]["wrong_modality_rate"]
+    assert rates[0] > rates[1]
+    title = page.locator("#mix-plot .mm-chart-title").inner_text()
+    assert f"M_rand (mmembed-mini-rand) {rates[0]:.0%} vs mmembed-mini {rates[1]:.0%}" in title
+    rows = page.locator("#mix-plot .mm-bar-row").evaluate_all("rows => rows.map(r => r.dataset.stage)")
+    assert rows == ["Asked for", "Corpus pool", "M_rand first stage", "First stage", "After reranking"]
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "ui-compare.png"), full_page=True)
+
+    page.locator("#compare input[type=checkbox]").uncheck()  # off again: the column goes, the plot loses its row
+    page.locator("#twin-box").wait_for(state="hidden")
+    assert "M_rand" not in page.locator("#mix-plot").inner_text()
+    page.get_by_text("t→i: guitars · M_rand vs mmembed-mini", exact=True).click()  # the example ticks it again
+    page.locator("#rand-stage .mm-card").nth(len(rand_ids) - 1).wait_for()
+    assert page.locator("#compare input[type=checkbox]").is_checked()
+    assert card_ids(page, "rand-stage") == rand_ids

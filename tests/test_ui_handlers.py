@@ -248,7 +248,7 @@ def test_examples_cover_each_task_type_in_order(tmp_path):
     # labels say what the query is; an image without a description is "an image", never its file name
     assert [e.label for e in examples] == ["t→i: a cat", "t→t: a dog", "i→t: an image",
                                            "(i,t)→t: a red square drawing + “What is this?”"]
-    assert examples[0].row() == ["a cat", None, "image", "natural"]
+    assert examples[0].row() == ["a cat", None, "image", "natural", False]
     rows[2]["query_img_desc"] = "a frog drawing"
     path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     assert load_examples(path)[2].label == "i→t: a frog drawing"
@@ -357,7 +357,9 @@ def test_shipped_sample_corpus_licences_and_examples():
     assert corpus_licences <= set(licences)  # every item's licence has its full name in ATTRIBUTION.md
     examples = load_examples(settings.queries)
     assert [e.label.split(":")[0] for e in examples] == ["t→i", "t→t", "t→(i,t)", "i→t", "i→i", "(i,t)→i",
-                                                         "(i,t)→t", "(i,t)→(i,t)"]
+                                                         "(i,t)→t", "(i,t)→(i,t)", "t→i"]
+    # the last one ticks the compare switch (M_rand beside mmembed-mini); its label says what the query is
+    assert [(e.label, e.compare) for e in examples[-1:]] == [("t→i: guitars · M_rand vs mmembed-mini", True)]
     for example in examples:
         assert example.image is None or Path(example.image).resolve().is_relative_to(root.resolve())
         # an image query's label says what the image shows ("a frog emoji"), never its file name

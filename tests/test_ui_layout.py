@@ -72,7 +72,7 @@ def test_rerank_is_chained_after_the_first_stage(built):
 def test_heavy_calls_share_one_concurrency_group_and_the_queue_is_bounded(built):
     demo, _ = built
     fns = fns_by_name(demo)
-    heavy = ["first_stage", "rerank", "example_first_stage", "rerank_example", "search"]
+    heavy = ["first_stage", "rerank", "example_first_stage", "rerank_example", "search", "compare"]
     assert {(fns[name].concurrency_id, fns[name].concurrency_limit) for name in heavy} == {("model", 1)}
     assert fns["details"].concurrency_id != "model"  # inspecting a result never waits behind a reranker
     assert demo._queue.max_size == QUEUE_SIZE == 32
@@ -110,7 +110,7 @@ def test_model_calls_get_the_zero_gpu_decorator_only_when_spaces_is_installed(tm
     import sys
     import types
 
-    heavy = {"first_stage", "rerank", "example_first_stage", "rerank_example", "search"}
+    heavy = {"first_stage", "rerank", "example_first_stage", "rerank_example", "search", "compare"}
     plain = fns_by_name(build_demo(make_state(tmp_path / "plain"), examples=[]))
     assert not any(getattr(plain[name].fn, "zero_gpu", False) for name in heavy)  # no `spaces`: unchanged
 

@@ -38,6 +38,7 @@ for _info in (
         description="Small offline universal retriever trained by this project with the MM-Embed recipe "
         "(ships in assets/, needs no network)",
         license="Apache-2.0",
+        random_negatives="mmembed-mini-rand",
     ),
     BackendInfo(
         name="mmembed-mini-rand",

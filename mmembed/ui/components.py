@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from mmembed.ui import handlers as h
+from mmembed.ui.compare import RAND_PLACEHOLDER, switch_info
 from mmembed.ui.events import FIRST_PLACEHOLDER, SECOND_PLACEHOLDER, user_error
 from mmembed.ui.plot import render_mix_chart
 from mmembed.ui.render import render_column, render_detail_image, render_details
@@ -60,9 +61,10 @@ class Inputs:
     reranker: gr.Dropdown
     depth: gr.Slider
     search: gr.Button
+    compare: gr.Checkbox  # the same query through the embedder's M_rand too (shown when it has one)
 
     def search_args(self) -> list[Any]:
-        """The first stage's inputs, in `DemoEvents.first`'s order."""
+        """The first stage's inputs, in `DemoEvents.first`'s order (`known` and `compare` follow them)."""
         return [self.text, self.image, self.target, self.mode, self.top_k, self.embedder, self.depth]
 
 
@@ -81,6 +83,10 @@ def build_inputs(state: DemoState, default_embedder: str) -> Inputs:
                             value="natural", label="Mode", elem_id="mode")
             top_k = gr.Slider(1, h.MAX_TOP_K, value=settings.top_k, step=1, label="top-k", elem_id="top-k")
             rerank_on = gr.Checkbox(value=True, label="Rerank the candidates", elem_id="rerank-on")
+            twin = state.random_negatives_of(default_embedder)
+            # off by default; shown only for an embedder whose registry entry declares an M_rand (events.compare_switch)
+            compare = gr.Checkbox(value=False, label="Compare with M_rand (random negatives)", visible=twin is not None,
+                                  info=switch_info(twin), elem_id="compare")
             with gr.Accordion("Models", open=False):
                 embedder = gr.Dropdown([(c.label, c.name) for c in state.embedder_choices(check_gpu=False)],
                                        value=default_embedder, label="Embedder (first stage)", elem_id="embedder")
@@ -90,7 +96,7 @@ def build_inputs(state: DemoState, default_embedder: str) -> Inputs:
                 depth = gr.Slider(1, h.MAX_TOP_K, value=settings.rerank_top_k, step=1,
                                   label="Candidates to rerank (at least top-k)", elem_id="depth")
             search = gr.Button("Search", variant="primary", elem_id="search-btn")
-    return Inputs(text, image, target, mode, top_k, rerank_on, embedder, reranker, depth, search)
+    return Inputs(text, image, target, mode, top_k, rerank_on, embedder, reranker, depth, search, compare)
 
 
 @dataclass
@@ -108,11 +114,16 @@ class Results:
     export: gr.Button
     export_url: gr.Textbox
     json_view: gr.JSON
+    twin: gr.HTML  # the compare switch's column: the M_rand's first stage
+    twin_box: gr.Column
 
 
 def build_results() -> Results:
     # "results-row": at phone width the two columns stay side by side (workbench_view.CSS)
     with gr.Row(equal_height=False, elem_id="results-row"):
+        with gr.Column(visible=False, elem_id="twin-box") as twin_box:  # beside the first stage it compares with
+            gr.HTML('<h3 class="mm-coltitle">Compare: the same query, random negatives</h3>')
+            twin = gr.HTML(render_column(None, "", placeholder=RAND_PLACEHOLDER, stage_id="rand"), elem_id="rand-stage")
         with gr.Column():
             gr.HTML('<h3 class="mm-coltitle">① First-stage retrieval</h3>')
             first = gr.HTML(render_column(None, "", placeholder=FIRST_PLACEHOLDER, stage_id="first"),
@@ -141,4 +152,5 @@ def build_results() -> Results:
         export_url = gr.Textbox(visible="hidden", elem_id="export-url")
     with gr.Accordion("JSON: the object the `search` API returns", open=False):
         json_view = gr.JSON(elem_id="json-view")
-    return Results(first, second, plot, bias, pick, clicked, details, detail_image, export, export_url, json_view)
+    return Results(first, second, plot, bias, pick, clicked, details, detail_image, export, export_url, json_view,
+                   twin, twin_box)

@@ -20,6 +20,7 @@ from mmembed.pipeline import SearchReport
 from mmembed.progress import ProgressFn
 from mmembed.types import MMEmbedError
 from mmembed.ui import handlers as h
+from mmembed.ui.compare import RAND_PLACEHOLDER, column_labels, switch_info, twin_stage
 from mmembed.ui.plot import render_mix_chart
 from mmembed.ui.render import render_bias_summary, render_column, render_detail_image, render_details, render_status
 from mmembed.ui.scratch import Scratch
@@ -84,29 +85,47 @@ class DemoEvents:
 
     # --- search: first column at once, then the reranked column batch by batch ------------------------
 
-    def column(self, payload: dict[str, Any], stage: str | None, placeholder: str) -> str:
+    def column(self, payload: dict[str, Any], stage: str | None, placeholder: str, model: str | None = None) -> str:
         stage_id = "first" if stage == "first_stage" else "reranked"
         return render_column(payload[stage] if stage else None, payload["query"]["target_label"],
-                             placeholder=placeholder, stage_id=stage_id, image_file=self.state.image_file)
+                             placeholder=placeholder, stage_id=stage_id, image_file=self.state.image_file,
+                             model=model)
 
-    def outputs(self, report: SearchReport, *, first: bool, known: Any = None) -> tuple[Any, ...]:
-        """session, first column, second column, plot, bias summary, status, inspect list, JSON view, export.
+    def outputs(self, report: SearchReport, *, first: bool, known: Any = None,
+                twin: SearchReport | None = None) -> tuple[Any, ...]:
+        """session, first column, second column, plot, bias summary, status, inspect list, JSON view, export,
+        then the compare switch's three: the M_rand report (session), its column, and whether that column shows.
 
-        `known`: the visitor's uploaded evaluation set (session state), whose positives are marked too."""
+        `known`: the visitor's uploaded evaluation set (session state), whose positives are marked too.
+        `twin`: the same query through the embedder's M_rand (the compare switch is on), else None."""
         payload = h.api_payload(self.state, report, known)
+        twin_payload = h.api_payload(self.state, twin, known) if twin is not None else None
+        model = column_labels(report, twin)[0] if twin is not None else None
         return (
             report,
-            self.column(payload, "first_stage", FIRST_PLACEHOLDER),
+            self.column(payload, "first_stage", FIRST_PLACEHOLDER, model),
             self.column(payload, None if first else "reranked", "Reranking…" if first else SECOND_PLACEHOLDER),
-            render_mix_chart(payload),
-            render_bias_summary(payload),
+            render_mix_chart(payload, twin_payload),
+            render_bias_summary(payload, twin_payload),
             render_status(payload),
             gr.Dropdown(choices=h.result_choices(report), value=None),
             payload,
             gr.Button(interactive=True),  # the export is written only when the visitor asks for it
+            *self.twin_outputs(report, twin, twin_payload, shown=twin is not None),
         )
 
-    def first(self, text, image, target, mode, top_k, embedder, depth, known=None,
+    def twin_outputs(self, report: SearchReport | None, twin: SearchReport | None,
+                     twin_payload: dict[str, Any] | None, *, shown: bool) -> tuple[Any, ...]:
+        """The M_rand report (session), its column, and the column's box (shown while the switch is on)."""
+        if twin is None or twin_payload is None or report is None:
+            column = render_column(None, "", placeholder=RAND_PLACEHOLDER, stage_id="rand")
+        else:
+            column = render_column(twin_payload["first_stage"], twin_payload["query"]["target_label"],
+                                   placeholder=RAND_PLACEHOLDER, stage_id="rand", image_file=self.state.image_file,
+                                   model=column_labels(report, twin)[1])
+        return twin, column, gr.Column(visible=shown)
+
+    def first(self, text, image, target, mode, top_k, embedder, depth, known=None, compare=False,
               progress=gr.Progress()):  # noqa: B008
         try:
             request = h.parse_request(text, image, target, mode, top_k, embedder, depth, state=self.state)
@@ -117,18 +136,52 @@ class DemoEvents:
             raise program_fault("first_stage") from exc
         for note in h.notes_to_toast(report.notes):
             gr.Warning(html.escape(note))
-        return self.outputs(report, first=True, known=known)
+        return self.outputs(report, first=True, known=known, twin=self._twin(report, compare, progress))
 
-    def rerank(self, report, rerank_on, reranker, known=None, progress=gr.Progress()):  # noqa: B008
+    def _twin(self, report: SearchReport, compare: Any, progress: Any) -> SearchReport | None:
+        """The compare switch's M_rand report (its index is built once, with progress, like any embedder's); None
+        when off, when this embedder has none, or when it cannot run (a warning says why: the search stands)."""
+        try:
+            return twin_stage(self.state, report, bool(compare), progress_fn(progress))
+        except MMEmbedError as exc:
+            log.info("compare: %s", exc)
+            gr.Warning(html.escape(f"The M_rand comparison could not run: {exc}"))
+            return None
+
+    def rerank(self, report, rerank_on, reranker, known=None, twin=None, progress=gr.Progress()):  # noqa: B008
         """Yields the page after every scored batch (cards fill in), the final order last."""
         if report is None:
             raise user_error("Run a search first.", "rerank")
         for step in h.second_stage_steps(self.state, report, reranker, bool(rerank_on), progress_fn(progress)):
             if step.reranked.status == "running":  # only the reranked column changes until the last step
                 column = self.column(h.api_payload(self.state, step, known), "reranked", "Reranking…")
-                yield (gr.skip(), gr.skip(), column, *(gr.skip(),) * 6)
+                yield (gr.skip(), gr.skip(), column, *(gr.skip(),) * 9)
             else:
-                yield self.outputs(step, first=False, known=known)
+                yield self.outputs(step, first=False, known=known, twin=twin)
+
+    def toggle_compare(self, report, compare, known=None, progress=gr.Progress()):  # noqa: B008
+        """The switch flipped after a search: run (or drop) the M_rand column for the query on the page.
+
+        Returns the M_rand report, its column, its box, and the plot and summary redrawn with (or without) it."""
+        try:
+            twin = twin_stage(self.state, report, bool(compare), progress_fn(progress))
+        except MMEmbedError as exc:
+            raise user_error(exc, "compare") from exc
+        except Exception as exc:
+            raise program_fault("compare") from exc
+        twin_payload = h.api_payload(self.state, twin, known) if twin is not None else None
+        twin_box = self.twin_outputs(report, twin, twin_payload, shown=bool(compare))
+        if report is None:  # no search yet: the box shows (or hides) its placeholder, nothing else changes
+            return (*twin_box, gr.skip(), gr.skip(), gr.skip())
+        payload = h.api_payload(self.state, report, known)
+        model = column_labels(report, twin)[0] if twin is not None else None
+        return (*twin_box, render_mix_chart(payload, twin_payload), render_bias_summary(payload, twin_payload),
+                self.column(payload, "first_stage", FIRST_PLACEHOLDER, model))
+
+    def compare_switch(self, embedder: str | None):
+        """The switch shows only for an embedder with a registered M_rand that can run here."""
+        twin = self.state.random_negatives_of(embedder)
+        return gr.Checkbox(visible=twin is not None, info=switch_info(twin))
 
     def search_api(self, text, image, target, mode, top_k, rerank_on, embedder, reranker, depth,
                    progress=gr.Progress()):  # noqa: B008

@@ -51,6 +51,8 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
     events = DemoEvents(state, scratch)
     default_embedder, startup_note = state.default_embedder()
     examples = load_examples(state.settings.queries) if examples is None else examples
+    if state.random_negatives_of(default_embedder) is None:  # nothing to compare with: no compare example
+        examples = [example for example in examples if not example.compare]
     # delete_cache: uploads and exports Gradio copied into its cache go after a day (checked hourly)
     with gr.Blocks(title="mmembed · multimodal retrieval with MLLMs", delete_cache=(3600, 86400)) as demo:
         gr.HTML(HEADER)
@@ -64,9 +66,10 @@ def build_demo(state: DemoState | None = None, *, examples: list[Example] | None
                                  elem_id="status")
                 wire_warmup(demo, events)
                 example_box = gr.Examples([e.row() for e in examples],
-                                          inputs=[inputs.text, inputs.image, inputs.target, inputs.mode],
+                                          inputs=[inputs.text, inputs.image, inputs.target, inputs.mode,
+                                                  inputs.compare],
                                           example_labels=[e.label for e in examples],
-                                          label="Examples (one per query type)", examples_per_page=8)
+                                          label="Examples (one per query type)", examples_per_page=10)
                 results = build_results()
             with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
                 evaluate_tab = build_evaluate_tab(state, default_embedder)
@@ -89,16 +92,17 @@ def wire_search(events: DemoEvents, inputs: Inputs, results: Results, status: An
     from mmembed.ui.events import as_function
 
     session = gr.State(None)  # the current search's SearchReport
+    twin = gr.State(None)  # with the compare switch on: the same query's SearchReport from the embedder's M_rand
     outputs = [session, results.first, results.second, results.plot, results.bias, status, results.pick,
-               results.json_view, results.export]
+               results.json_view, results.export, twin, results.twin, results.twin_box]
     first, rerank = zero_gpu(as_function(events.first)), zero_gpu(as_function(events.rerank))
 
     def chain(first_event: Any, suffix: str) -> None:
-        first_event.success(rerank, [session, inputs.rerank_on, inputs.reranker, known], outputs,
+        first_event.success(rerank, [session, inputs.rerank_on, inputs.reranker, known, twin], outputs,
                             api_name=f"rerank{suffix}", show_progress_on=[results.second],
                             **(INTERNAL if suffix else {}), **HEAVY)
 
-    search_args = [*inputs.search_args(), known]
+    search_args = [*inputs.search_args(), known, inputs.compare]
     chain(gr.on([inputs.search.click, inputs.text.submit], first, search_args, outputs,
                 api_name="first_stage", show_progress_on=[results.first], **HEAVY), "")
     chain(example_box.load_input_event.then(first, search_args, outputs, api_name="example_first_stage",
@@ -108,6 +112,10 @@ def wire_search(events: DemoEvents, inputs: Inputs, results: Results, status: An
         chain(event.success(first, search_args, outputs, api_name="failure_first_stage",
                             show_progress_on=[results.first], **INTERNAL, **HEAVY), "_failure")
 
+    # `input`, not `change`: an example that ticks the switch runs its own search, not this one
+    inputs.compare.input(zero_gpu(as_function(events.toggle_compare)), [session, inputs.compare, known],
+                         [twin, results.twin, results.twin_box, results.plot, results.bias, results.first],
+                         api_name="compare", show_progress_on=[results.twin], **INTERNAL, **HEAVY)
     api_button, api_json = gr.Button(visible=False), gr.JSON(visible=False)
     api_button.click(zero_gpu(as_function(events.search_api)),
                      [inputs.text, inputs.image, inputs.target, inputs.mode, inputs.top_k, inputs.rerank_on,
@@ -147,6 +155,8 @@ def wire_models(demo: gr.Blocks, events: DemoEvents, inputs: Inputs, status: Any
                            api_name="pick_embedder", **INTERNAL)
     inputs.reranker.select(events.pick_reranker, [inputs.reranker, kept_reranker], [inputs.reranker, kept_reranker],
                            api_name="pick_reranker", **INTERNAL)
+    inputs.embedder.change(events.compare_switch, inputs.embedder, inputs.compare, api_name="compare_switch",
+                           **INTERNAL)
     gr.on([inputs.embedder.change, inputs.reranker.change], events.model_status, [inputs.embedder, inputs.reranker],
           status, api_name="model_status", **INTERNAL)
 

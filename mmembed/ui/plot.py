@@ -18,14 +18,27 @@ if TYPE_CHECKING:
 
 COLORS = {"image": "#2563eb", "text": "#f59e0b", "image+text": "#10b981"}
 COLUMNS = ["stage", "modality", "percent"]
+TWIN_TITLE = "M_rand first stage"  # the compare switch's row: the same query through the random-negatives model
 
 
 def stage_label(title: str, rate: float | None) -> str:
     return title if rate is None else f"{title} ({rate:.0%} wrong)"
 
 
-def mix_frame(payload: Mapping[str, Any] | None) -> pd.DataFrame:
-    """Tidy rows (stage, modality, percent) for gr.BarPlot; empty before the first search."""
+def ranked_stages(payload: Mapping[str, Any] | None,
+                  twin: Mapping[str, Any] | None = None) -> list[tuple[str, Mapping[str, Any]]]:
+    """(row title, stage payload) of every ranked row: the M_rand's first stage when compared, then both stages."""
+    if payload is None:
+        return []
+    rows = [(TWIN_TITLE, twin.get("first_stage") or {})] if twin is not None else []
+    rows += [(title, payload.get(key) or {}) for key, title in (("first_stage", "First stage"),
+                                                                ("reranked", "After reranking"))]
+    return rows
+
+
+def mix_frame(payload: Mapping[str, Any] | None, twin: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Tidy rows (stage, modality, percent) for gr.BarPlot; empty before the first search. `twin`: the same
+    query's payload from the embedder's M_rand (the compare switch), drawn as one more row."""
     import pandas as pd
 
     if payload is None:
@@ -33,8 +46,7 @@ def mix_frame(payload: Mapping[str, Any] | None) -> pd.DataFrame:
     target = Modality.parse(payload["query"]["target"]).label
     rows: list[tuple[str, str, float]] = [("Asked for", m.label, 100.0 if m.label == target else 0.0) for m in Modality]
     rows += [("Corpus pool", r["label"], 100.0 * (r["pool_share"] or 0.0)) for r in payload["pool"]["mix"]]
-    for key, title in (("first_stage", "First stage"), ("reranked", "After reranking")):
-        stage = payload.get(key) or {}
+    for title, stage in ranked_stages(payload, twin):
         if not stage.get("hits"):
             continue
         label = stage_label(title, stage.get("wrong_modality_rate"))
@@ -58,15 +70,16 @@ def stage_order(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame["stage"].tolist()))
 
 
-def render_mix_chart(payload: Mapping[str, Any] | None) -> str:
+def render_mix_chart(payload: Mapping[str, Any] | None, twin: Mapping[str, Any] | None = None) -> str:
     """The modality mix as horizontal 100% stacked bars (HTML/CSS: crisp, themable, no JS plotting).
 
     One row per stage of `mix_frame`; each segment's width is its share, labelled when wide enough;
-    the stage's wrong-modality rate sits at the right end of its row.
+    the stage's wrong-modality rate sits at the right end of its row. With `twin` (the compare switch) the
+    M_rand's first stage is a row too, and the title names both models' wrong-modality rates.
     """
     from html import escape
 
-    frame = mix_frame(payload)
+    frame = mix_frame(payload, twin)
     if frame.empty:
         return '<div class="mm-chart mm-muted" id="mm-chart">The modality mix of each stage appears here.</div>'
     target = Modality.parse((payload or {})["query"]["target"]).label
@@ -76,10 +89,8 @@ def render_mix_chart(payload: Mapping[str, Any] | None) -> str:
         for label in modality_order(target)
     )
     rows = []
-    rates = {"Asked for": None, "Corpus pool": None}
-    for key, title in (("first_stage", "First stage"), ("reranked", "After reranking")):
-        stage = (payload or {}).get(key) or {}
-        rates[stage_label(title, stage.get("wrong_modality_rate"))] = stage.get("wrong_modality_rate")
+    rates = {stage_label(title, stage.get("wrong_modality_rate")): stage.get("wrong_modality_rate")
+             for title, stage in ranked_stages(payload, twin)}
     for stage in stage_order(frame):
         part = frame[frame["stage"] == stage]
         segments = "".join(
@@ -97,5 +108,18 @@ def render_mix_chart(payload: Mapping[str, Any] | None) -> str:
         )
         rows.append(f'<div class="mm-bar-row" data-stage="{escape(title)}"><span class="mm-bar-label">'
                     f'{escape(title)}</span><span class="mm-bar">{segments}</span>{rate_html}</div>')
-    return (f'<div class="mm-chart" id="mm-chart"><div class="mm-chart-title">Modality mix of the top-k</div>'
-            f'{"".join(rows)}<div class="mm-legend">{legend}</div></div>')
+    return (f'<div class="mm-chart" id="mm-chart"><div class="mm-chart-title">Modality mix of the top-k'
+            f'{escape(compared_rates(payload, twin))}</div>{"".join(rows)}<div class="mm-legend">{legend}</div></div>')
+
+
+def compared_rates(payload: Mapping[str, Any] | None, twin: Mapping[str, Any] | None) -> str:
+    """The title's comparison: " · wrong modality: M_rand (<name>) 60% vs <name> 10%" ("" without `twin`)."""
+    if payload is None or twin is None:
+        return ""
+
+    def rate(report: Mapping[str, Any]) -> str:
+        value = (report.get("first_stage") or {}).get("wrong_modality_rate")
+        return "—" if value is None else f"{value:.0%}"
+
+    return (f" · wrong modality: M_rand ({twin['embedder']['name']}) {rate(twin)} vs "
+            f"{payload['embedder']['name']} {rate(payload)}")

@@ -93,10 +93,11 @@ def render_card(hit: Mapping[str, Any], target_label: str, image_file: ImageFile
 
 
 def render_column(stage: Mapping[str, Any] | None, target_label: str, *, placeholder: str, stage_id: str,
-                  image_file: ImageFiles | None = None) -> str:
+                  image_file: ImageFiles | None = None, model: str | None = None) -> str:
     """One ranked column; `stage` None (or without hits) shows `placeholder` or the stage's message.
 
     `image_file` finds the server file behind each hit's corpus-relative image, for its inline thumbnail.
+    `model` names the model above the cards (the compare switch puts two models' first stages side by side).
     """
     if stage is None:
         return f'<div class="mm-col mm-empty" id="mm-{stage_id}">{esc(placeholder)}</div>'
@@ -106,6 +107,7 @@ def render_column(stage: Mapping[str, Any] | None, target_label: str, *, placeho
     if not hits:
         body = note or f'<div class="mm-empty-text">{esc(placeholder)}</div>'
         return f'<div class="mm-col mm-empty" id="mm-{stage_id}">{body}</div>'
+    note = (f'<div class="mm-colmodel">{esc(model)}</div>' if model else "") + note
     rate = stage.get("wrong_modality_rate")
     header = ""
     if rate is not None:
@@ -152,14 +154,16 @@ def _ms(value: float) -> str:
     return esc("<1 ms") if value < 1 else f"{value:.0f} ms"  # "0 ms" would read as "did not run"
 
 
-def render_bias_summary(payload: Mapping[str, Any] | None) -> str:
-    """Wrong-modality rate per stage in words, next to the plot."""
+def render_bias_summary(payload: Mapping[str, Any] | None, twin: Mapping[str, Any] | None = None) -> str:
+    """Wrong-modality rate per stage in words, next to the plot (and the M_rand's, when compared)."""
     if payload is None:
         return ""
     target = payload["query"]["target_label"]
     rows = []
-    for key, title in (("first_stage", "First stage"), ("reranked", "After reranking")):
-        stage = payload.get(key) or {}
+    stages = [("M_rand first stage", twin.get("first_stage"))] if twin is not None else []
+    stages += [("First stage", payload.get("first_stage")), ("After reranking", payload.get("reranked"))]
+    for title, found in stages:
+        stage = found or {}
         rate = stage.get("wrong_modality_rate")
         if rate is None:
             rows.append(f'<div class="mm-rate-row"><span>{title}</span><span class="mm-muted">—</span></div>')

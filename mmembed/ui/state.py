@@ -155,6 +155,16 @@ class DemoState:
             raise BackendNotUsable("no embedder can run here; see `python -m mmembed prefetch --help`")
         return usable[0], f"Using '{usable[0]}': neither '{wanted}' nor '{fallback}' is available here."
 
+    def random_negatives_of(self, name: str | None) -> str | None:
+        """The registered M_rand of embedder `name` (the same model trained with random negatives, declared as
+        `BackendInfo.random_negatives`) when it can run here; None otherwise (the page then hides the switch)."""
+        if not name or name not in self.embedders.names():
+            return None
+        twin = self.embedders.info(name).random_negatives
+        if twin is None or twin not in self.embedders.names():
+            return None
+        return twin if _reason(self.embedders, twin, self.settings.device) is None else None
+
     def _needs_gpu(self, name: str) -> bool:
         return name in self.embedders.names() and self.embedders.info(name).needs_gpu
 

@@ -26,6 +26,7 @@ CSS = """
 .mm-empty { min-height: 6rem; border: 1px dashed var(--border-color-primary); border-radius: 10px;
   align-items: center; justify-content: center; color: var(--body-text-color-subdued); padding: 1rem; }
 .mm-colhead { font-size: .85rem; color: var(--body-text-color-subdued); }
+.mm-colmodel { font-size: .9rem; font-weight: 600; }
 .mm-note { font-size: .9rem; padding: .6rem .8rem; border-radius: 8px; background: var(--background-fill-secondary); }
 .mm-note-error, .mm-note-unavailable { border-left: 4px solid #b45309; }
 .mm-card { display: flex; gap: .7rem; align-items: flex-start; padding: .5rem .6rem; border-radius: 10px;
