@@ -264,7 +264,8 @@ def test_prepare_reuses_a_rerankers_cnn_when_the_retriever_reads_images_differen
 
     from mmembed.models.mini import MiniConfig, save_model_dir
     from mmembed.models.mini import build_model as build_mini
-    from mmembed.train.rerank import FEATURES_NAME, prepare
+    from mmembed.models.mini_rerank import load_model_dir
+    from mmembed.train.rerank import FEATURES_NAME, TrainConfig, prepare, train
 
     torch.manual_seed(1)
     other = MiniConfig(dim=32, image_size=24, channels=(4, 8, 16), text_tower="tiny")
@@ -279,3 +280,10 @@ def test_prepare_reuses_a_rerankers_cnn_when_the_retriever_reads_images_differen
     # the same frozen CNN (the reranker's, trained on the first retriever) -> the same image features
     np.testing.assert_allclose(ours["image_cells"], before["image_cells"], atol=5e-3)  # saved as float16
     assert not np.array_equal(ours["ranking"], before["ranking"])  # ranked by the other retriever
+    # training on these features starts from (and ships) that same frozen CNN
+    train(tmp_path / "features", tmp_path / "model", TrainConfig(max_steps=1, batch_queries=2, list_size=4, depth=6,
+                                                                  validate_every_minutes=100),
+          log=lambda message: None, tower_dir=tower_dir)
+    shipped, reference = (load_model_dir(folder)[0].image_tower.state_dict() for folder in (tmp_path / "model",
+                                                                                            trained["model"]))
+    assert all(torch.equal(shipped[key], reference[key]) for key in reference)

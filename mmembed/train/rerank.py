@@ -233,6 +233,7 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
         "retriever": {"dir": str(retriever_dir), "config_fingerprint": mini_raw.get("fingerprint"),
                       "fingerprint": weights_fingerprint(retriever_dir / "model.safetensors")},
         "text_tower": f"{config.text_tower}=={text_tower_version()}" if tower_dir is None else str(tower_dir),
+        "image_tower_from": str(image_tower_from) if image_tower_from is not None else None,
         "tasks": [data.queries[i].task for i in rows], "qids": [data.queries[i].qid for i in rows],
         "first_stage_val": first_stage_metrics(arrays, top_n),
         "seconds": round(time.time() - started, 1),
@@ -408,8 +409,8 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
         layer.load_state_dict(state)
     del bottom
     mini, _, _ = load_mini(Path(meta["retriever"]["dir"]))
-    model.image_tower.load_state_dict({k.removeprefix("image_tower."): v for k, v in mini.state_dict().items()
-                                       if k.startswith("image_tower.")})
+    tower_from = meta.get("image_tower_from")  # the same frozen CNN the features were computed with
+    _load_image_tower(model, mini, Path(tower_from) if tower_from else None)
     batcher = Batcher(arrays, rconfig)
     train_rows = np.flatnonzero(~arrays["is_val"])
     val_rows = np.flatnonzero(arrays["is_val"])
