@@ -80,6 +80,19 @@ class SyntheticPool:
         return vectors
 
 
+def resident_mb() -> dict[str, float]:
+    """Current resident memory split into the process's own pages and mapped file pages (Linux)."""
+    found: dict[str, float] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in {"RssAnon", "RssFile"}:
+                found[key] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return found
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     ms = np.array(samples) * 1000
     return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3),
@@ -110,6 +123,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             marks["merge"] = time.perf_counter()
 
     load_before = os.getloadavg()
+    meta_file = folder / "meta.json"
+    reused = meta_file.exists() and json.loads(meta_file.read_text()).get("complete", False)
     index = build_disk_index(folder, count=args.count, dim=args.dim, shard_size=args.shard_size,
                              read_shard=pool.read_shard, modalities=modalities,
                              fingerprint={"synthetic": "bench_disk_index", "seed": 0}, nlist=args.nlist,
@@ -122,6 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     phases["build_total_s"] = round(end - marks["start"], 1)
     phases["merge_s"] = round(end - marks.get("merge", end), 1)
     phases["synthetic_generation_s (inside build, not index work)"] = round(pool.generate_s, 1)
+    rss_build = peak_rss_mb()  # build + ground truth: everything before the first search
     log(f"built in {phases['build_total_s']} s; searching {args.queries} queries one at a time")
 
     faiss.omp_set_num_threads(args.search_threads)
@@ -154,6 +170,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             index.faiss_index, "pq") else None, "queries": args.queries,
         "build_threads": build_threads, "search_threads": args.search_threads,
         "build": phases, "search": sweep, "disk_mb": disk, "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_before_search_mb": rss_build, "rss_after_search_mb": resident_mb(),
+        "build_reused": bool(reused),
         "loadavg_before_build": [round(x, 2) for x in load_before],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "targets": {"p50_ms<=10 at recall@10>=0.90": bool(meeting), "peak_rss_mb<=6144": peak_rss_mb() <= 6144,
