@@ -72,6 +72,26 @@ def test_recall_against_exact_search_and_exact_scores(data, built):
     assert np.all(np.diff(scores, axis=1) <= 1e-7)
 
 
+def test_rescoring_reads_rows_without_mapping_the_vectors_file(data, built):
+    """The float16 rows come in by positioned reads: a memory map of the (pool-sized) vectors file grew the
+    resident size by gigabytes of mapped file pages at 10M vectors (the kernel maps neighbours per fault)."""
+    from mmembed.disk_index import RowFile
+
+    vectors, queries, _ = data
+    index = open_disk_index(built)
+    index.search(queries, 10)
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert "vectors.f16" not in maps.read_text()
+    rows = RowFile(built / "vectors.f16", COUNT, DIM)
+    picked = np.array([0, 7, COUNT - 1, 7])
+    np.testing.assert_array_equal(rows[picked], vectors[picked].astype(np.float16))
+    with pytest.raises(IndexError):
+        rows[np.array([COUNT])]
+    with pytest.raises(ValueError, match="expected"):
+        RowFile(built / "vectors.f16", COUNT + 1, DIM)
+
+
 def test_filtered_search_returns_only_the_modality_and_k_rows(data, built):
     vectors, queries, modalities = data
     index = open_disk_index(built)
