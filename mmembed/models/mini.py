@@ -2,7 +2,13 @@
 heads that make modality bias fixable while the text tower stays locked.
 
     text side   t = norm(x + A x)            A: residual linear, zero-initialised (query and candidate heads)
-    image side  v = norm(CNN(image))
+    image side  v = norm(CNN(image))         or, with the pretrained tower, v = norm(H(f) + s * prior(f)):
+                                             f frozen ImageNet features, H a trained head, and prior(f) the
+                                             ImageNet class-name prior (ConSE, Norouzi et al. 2014): the text
+                                             tower's vectors of the 1,000 class names, weighted by the frozen
+                                             classifier's probabilities. It puts images where their words are
+                                             before any training, so alignment does not rest on the few
+                                             thousand drawings the head sees.
     both        base = norm(t + v)           UniIR's CLIP-SF fusion for image+text inputs
     query       q = norm(base + G(instr))    G: zero-initialised map of the instruction's text vector, so an
                                              image query also knows which modality it asks for
@@ -29,7 +35,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 IMAGE_TOWERS = ("cnn", "efficientnet-lite0")
-FROZEN_PREFIX = "image_tower.backbone."  # frozen pretrained weights: stored as float16 (half the bytes)
+# frozen pretrained weights (backbone, ImageNet classifier, class-name vectors): stored as float16 (half the bytes)
+FROZEN_PREFIX = ("image_tower.backbone.", "image_tower.classifier.", "image_tower.class_text")
 
 
 class ModelDirError(MMEmbedError):
@@ -50,10 +57,15 @@ class MiniConfig:
     # EfficientNet-Lite0, frozen, under a trained two-layer head (mmembed/models/efficientnet_lite.py)
     image_tower: str = "cnn"
     head_hidden: int = 512
+    # pretrained tower only: add the ImageNet class-name prior (see the module docstring) at this softmax temperature
+    class_prior: bool = False
+    prior_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.image_tower not in IMAGE_TOWERS:
             raise ModelDirError(f"unknown image tower {self.image_tower!r}; known: {', '.join(IMAGE_TOWERS)}")
+        if self.class_prior and self.image_tower == "cnn":
+            raise ModelDirError("the class-name prior needs the pretrained image tower (its ImageNet classifier)")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -63,7 +75,7 @@ class MiniConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MiniConfig:
         known = {k: data[k] for k in ("dim", "image_size", "channels", "text_tower", "text_tower_version", "extra",
-                                      "image_tower", "head_hidden") if k in data}
+                                      "image_tower", "head_hidden", "class_prior", "prior_temperature") if k in data}
         if "channels" in known:
             known["channels"] = tuple(int(c) for c in known["channels"])
         return cls(**known)
@@ -96,16 +108,39 @@ class ImageTower(nn.Module):
 class PretrainedTower(nn.Module):
     """A frozen ImageNet backbone and a trained head. The backbone never trains (its batch-norm statistics
     stay the pretrained ones), so the trainer may feed precomputed features: forward takes pixels
-    (n, 3, s, s) in [0, 1] or backbone features (n, 1280)."""
+    (n, 3, s, s) in [0, 1] or backbone features (n, 1280).
+
+    With `class_prior`, the frozen ImageNet classifier and the text tower's vectors of the class names
+    (`set_class_prior`) add `prior_scale * prior(f)` to the head's output; the head then learns a residual
+    on top of a start that already lies in the text space."""
 
     def __init__(self, config: MiniConfig) -> None:
         super().__init__()
-        from mmembed.models.efficientnet_lite import FEATURE_DIM, EfficientNetLite0
+        from mmembed.models.efficientnet_lite import FEATURE_DIM, IMAGENET_CLASSES, EfficientNetLite0
 
         self.backbone = EfficientNetLite0()
         self.backbone.requires_grad_(False)
         self.head = nn.Sequential(nn.Linear(FEATURE_DIM, config.head_hidden), nn.GELU(),
                                   nn.Linear(config.head_hidden, config.dim))
+        self.classifier: nn.Linear | None = None
+        self.prior_temperature = config.prior_temperature
+        if config.class_prior:
+            self.classifier = nn.Linear(FEATURE_DIM, IMAGENET_CLASSES)
+            self.classifier.requires_grad_(False)
+            self.register_buffer("class_text", torch.zeros(IMAGENET_CLASSES, config.dim))
+            self.prior_scale = nn.Parameter(torch.tensor(1.0))
+            with torch.no_grad():  # the head starts small: at initialisation the prior decides
+                self.head[2].weight.mul_(0.1)
+                self.head[2].bias.zero_()
+
+    def set_class_prior(self, classifier_state: dict[str, torch.Tensor], class_text: torch.Tensor) -> None:
+        """Install the ImageNet classifier (`_fc.weight`/`_fc.bias` of the pretrained checkpoint) and the
+        text tower's (1000, dim) vectors of the class names, both frozen."""
+        if self.classifier is None:
+            raise ModelDirError("this image tower was built without class_prior")
+        self.classifier.load_state_dict({"weight": classifier_state["_fc.weight"],
+                                         "bias": classifier_state["_fc.bias"]})
+        self.class_text.copy_(torch.nn.functional.normalize(class_text.float(), dim=-1))
 
     def train(self, mode: bool = True) -> PretrainedTower:
         super().train(mode)
@@ -116,8 +151,18 @@ class PretrainedTower(nn.Module):
         with torch.no_grad():
             return self.backbone(pixels)
 
+    def prior(self, features: torch.Tensor) -> torch.Tensor:
+        """(n, dim) unit vectors: the class names' text vectors weighted by the classifier's probabilities."""
+        assert self.classifier is not None
+        probs = torch.softmax(self.classifier(features.float()) / self.prior_temperature, dim=-1)
+        return torch.nn.functional.normalize(probs @ self.class_text, dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x if x.dim() == 2 else self.features(x))
+        features = x if x.dim() == 2 else self.features(x)
+        out = self.head(features)
+        if self.classifier is not None:
+            out = out + self.prior_scale * self.prior(features)
+        return out
 
 
 class Residual(nn.Module):

@@ -167,7 +167,7 @@ class MLLMReranker:
     def _prepare(self, model: Any, processor: Any, fingerprint: str) -> _Loaded:
         model_type = model.config.model_type
         if self.dtype_option == "int8":
-            model = _quantize_language_model(model)
+            model = _quantize_for_cpu(model)
         image_processor = getattr(processor, "image_processor", None)
         if model_type == "idefics3" and image_processor is not None:
             # One tile: no splitting into sub-images; the image is squared to the encoder's native size.
@@ -188,7 +188,9 @@ class MLLMReranker:
         probe = self._render(processor, build_messages("x", False, "y", False))
         true_id, false_id = answer_token_ids(tokenizer, probe)
         image_token_id = int(getattr(model.config, "image_token_id", None) or model.config.image_token_index)
-        fingerprint = f"{fingerprint}|{model_type}|{settings}|{model.dtype}"
+        # int8 quantises the vision encoder too: its image features are cached apart from float32's
+        quantised = "|int8-dynamic" if self.dtype_option == "int8" else ""
+        fingerprint = f"{fingerprint}|{model_type}|{settings}|{model.dtype}{quantised}"
         cache_dir = self._feature_dir()
         return _Loaded(model, processor, model_type, image_token_id, true_id, false_id, fingerprint,
                        ImageFeatureCache(fingerprint, cache_dir))
@@ -616,17 +618,20 @@ def _common_prefix(sequences: list[list[Any]]) -> int:
     return length
 
 
-def _quantize_language_model(model: Any) -> Any:
-    """Dynamic int8 quantisation of the decoder's Linear layers (not the vision tower, not the LM head).
+def _quantize_for_cpu(model: Any) -> Any:
+    """Dynamic int8 quantisation of the decoder's and the vision encoder's Linear layers (not the LM head).
 
-    The vision encoder stays float32 so image features, cached on disk, are the same for both dtypes; the LM
-    head stays float32 because only its "True"/"False" rows are used (see `_run_suffixes`).
+    On a CPU an image query spends about as long in the vision encoder (its own image, 1,024 patches for
+    SmolVLM) as the decoder spends on ten candidates, so both are quantised. The image features therefore
+    differ from float32's: `_prepare` gives int8 its own feature-cache fingerprint. The LM head stays
+    float32 because only its "True"/"False" rows are used (see `_run_suffixes`).
     """
     from mmembed.devices import quantize_dynamic_int8
 
     inner = model.model
-    attribute = "language_model" if getattr(inner, "language_model", None) is not None else "text_model"
-    setattr(inner, attribute, quantize_dynamic_int8(getattr(inner, attribute)))
+    for attribute in ("language_model", "text_model", "vision_model", "visual", "vision_tower"):
+        if getattr(inner, attribute, None) is not None:
+            setattr(inner, attribute, quantize_dynamic_int8(getattr(inner, attribute)))
     return model
 
 

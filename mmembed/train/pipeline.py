@@ -111,9 +111,14 @@ class Pipeline:
             from mmembed.models.efficientnet_lite import load_pretrained
 
             # rounded to float16 as the shipped file stores it, so the saved init reloads to the very same weights
-            state = load_pretrained().state_dict()
-            model.image_tower.backbone.load_state_dict({k: v.half().float() if v.is_floating_point() else v
-                                                        for k, v in state.items()})
+            state = {k: v.half().float() if v.is_floating_point() else v
+                     for k, v in load_pretrained(with_classifier=True).state_dict().items()}
+            model.image_tower.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("_fc.")})
+            if self.config.model.class_prior:  # the class names' vectors come from the same locked text tower
+                from mmembed.models.efficientnet_lite import imagenet_class_prompts
+
+                class_text = torch.from_numpy(self.text_encoder.encode(imagenet_class_prompts())).half().float()
+                model.image_tower.set_class_prior(state, class_text)
         save_model_dir(model, self.model_config(), init_dir, {"training": {"stage": "init", "seed": self.config.seed}})
         return model
 
