@@ -245,7 +245,7 @@ def test_evaluate_then_open_a_failure_with_positives_marked_in_both_columns(app_
 
 # --- the shipped models, offline: real rank movement, and the compare switch (issue 11) ----------------------
 
-COMPARE_QUERY = "guitars"  # sample_corpus scq-0122, the page's compare example
+COMPARE_QUERY = "a spanner for turning nuts and bolts"  # sample_corpus scq-0116, the page's compare example
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +340,7 @@ def test_shipped_models_offline_rerank_moves_ranks_and_the_switch_shows_m_rand(r
     page.locator("#compare input[type=checkbox]").uncheck()  # off again: the column goes, the plot loses its row
     page.locator("#twin-box").wait_for(state="hidden")
     assert "M_rand" not in page.locator("#mix-plot").inner_text()
-    page.get_by_text("t→i: guitars · M_rand vs mmembed-mini", exact=True).click()  # the example ticks it again
+    page.get_by_text(f"t→i: {COMPARE_QUERY} · M_rand vs mini", exact=True).click()  # the example ticks it again
     page.locator("#rand-stage .mm-card").nth(len(rand_ids) - 1).wait_for()
     assert page.locator("#compare input[type=checkbox]").is_checked()
     assert card_ids(page, "rand-stage") == rand_ids

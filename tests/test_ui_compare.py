@@ -166,7 +166,7 @@ def test_the_compare_example_ticks_the_switch(state, tmp_path):
     path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     examples = load_examples(path, compare_qids=("b",))
     assert [(e.label, e.compare) for e in examples] == [("t→i: a cat", False),
-                                                       ("t→i: a dog · M_rand vs mmembed-mini", True)]
+                                                       ("t→i: a dog · M_rand vs mini", True)]
     assert examples[1].row() == ["a dog", None, "image", "natural", True]
     # a page whose embedder has no M_rand does not offer it
     demo = build_demo(state, examples=examples)
@@ -201,3 +201,22 @@ def test_an_m_rand_that_cannot_run_leaves_the_search_standing(events, state, mon
     assert ids(out[FIRST]) == [hit["id"] for hit in expected(state, "fair2")["first_stage"]["hits"]]
     assert out[TWIN] is None and out[TWIN_BOX].visible is False
     assert warnings == ["The M_rand comparison could not run: its weights could not be read"]
+
+
+def test_example_labels_fit_gradios_chip(tmp_path):
+    """Gradio cuts an example label after 60 characters; ours fit, the query text giving way first."""
+    long = "a very long description of a spanner for turning nuts and bolts in a garage"
+    rows = [{"qid": "a", "query_txt": long, "query_modality": "text", "pos_cand_list": ["x"], "task": "t->i",
+             "target_modality": "image"},
+            {"qid": "b", "query_txt": long, "query_img_path": "q.png", "query_img_desc": "a spanner drawing",
+             "query_modality": "image,text", "pos_cand_list": ["x"], "task": "(i,t)->t", "target_modality": "text"}]
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "q.png")
+    path = tmp_path / "queries.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    labels = [e.label for e in load_examples(path, compare_qids=("a",))]
+    assert all(len(label) <= 60 for label in labels), labels
+    assert labels[0].startswith("t→i: a very long description") and labels[0].endswith("…")
+    assert labels[1].startswith("(i,t)→t: a spanner drawing + “a very") and labels[1].endswith("…”")
+    assert labels[2].endswith(" · M_rand vs mini") and labels[2].startswith("t→i: a very long")

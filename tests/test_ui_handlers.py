@@ -359,7 +359,8 @@ def test_shipped_sample_corpus_licences_and_examples():
     assert [e.label.split(":")[0] for e in examples] == ["t→i", "t→t", "t→(i,t)", "i→t", "i→i", "(i,t)→i",
                                                          "(i,t)→t", "(i,t)→(i,t)", "t→i"]
     # the last one ticks the compare switch (M_rand beside mmembed-mini); its label says what the query is
-    assert [(e.label, e.compare) for e in examples[-1:]] == [("t→i: guitars · M_rand vs mmembed-mini", True)]
+    assert [(e.label, e.compare) for e in examples[-1:]] == [
+        ("t→i: a spanner for turning nuts and bolts · M_rand vs mini", True)]
     for example in examples:
         assert example.image is None or Path(example.image).resolve().is_relative_to(root.resolve())
         # an image query's label says what the image shows ("a frog emoji"), never its file name
