@@ -326,8 +326,8 @@ def main() -> None:
         all_int8 = [t for ts in int8_times.values() for t in ts]
         int8_p50 = _percentile(all_int8, 50)
         result["int8"] = {
-            "what": "dtype=int8: torch dynamic int8 quantisation of the language model's Linear layers; vision "
-                    "tower and LM head float32 (image features shared with float32)",
+            "what": "dtype=int8: torch dynamic int8 quantisation of the language model's and the vision encoder's "
+                    "Linear layers; LM head float32 (int8 image features cached apart from float32's)",
             "int8_fast_p50_s": round(int8_p50, 3),
             "int8_fast_p95_s": round(_percentile(all_int8, 95), 3),
             "float32_fast_p50_s_same_queries": round(fast_p50, 3),
