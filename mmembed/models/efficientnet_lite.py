@@ -123,7 +123,8 @@ def imagenet_class_prompts() -> list[str]:
     """One text per ImageNet class, in the classifier's output order: "a picture of a {first WordNet lemma}".
 
     imagenet_classes.tsv lists the 1,000 ILSVRC-2012 synsets in sorted WordNet-id order (the order every
-    ImageNet classifier uses) with their WordNet 3.0 lemmas (WordNet licence)."""
+    ImageNet classifier uses) with their WordNet 3.0 lemmas (WordNet licence); the two columns were joined
+    from timm's `imagenet_synsets.txt` and `imagenet_synset_to_lemma.txt` (PyPI timm 1.0.31, Apache-2.0)."""
     rows = [line.split("\t", 1) for line in CLASSES_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(rows) != IMAGENET_CLASSES or [r[0] for r in rows] != sorted(r[0] for r in rows):
         raise ValueError(f"{CLASSES_FILE} must list the {IMAGENET_CLASSES} ImageNet synsets in sorted order")
