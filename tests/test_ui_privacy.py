@@ -233,7 +233,10 @@ def test_a_bad_pasted_image_gets_a_plain_message(base):
 # --- 4. bounded disk ------------------------------------------------------------------------------------
 
 def _files(folder: Path) -> list[Path]:
-    return [path for path in folder.rglob("*") if path.is_file()]
+    """Files under `folder`. os.walk, not rglob: the disk cap runs concurrently and may remove a whole
+    sub-folder while it is being listed, which rglob turns into a FileNotFoundError and os.walk skips."""
+    return [path for root, _, names in os.walk(folder) for path in (Path(root) / name for name in names)
+            if path.is_file()]
 
 
 def _total_size(folder: Path) -> int:
