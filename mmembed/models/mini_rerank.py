@@ -23,10 +23,10 @@ Only what training changes ships (joint layers, projections, markers, head, and 
 tower so a retrained mmembed-mini cannot silently change the reranker's inputs); the bottom layers, the
 word embeddings and the tokenizer load from the installed package.
 
-Why the "mini" source: with a 64 px CNN trained from scratch on a few thousand drawings, the cross-encoder
-alone ranked the positive first for 10 % of validation queries against the first stage's 26 %: it could
-not tell what an image shows. The pretrained tower's tokens carry ImageNet semantics and start in the
-text tower's space, where the joint layers already know how to compare.
+Why the "mini" source: a 64 px CNN trained from scratch on a few thousand drawings says little about what
+an image shows. The pretrained tower's tokens carry ImageNet semantics, and two of them start in the text
+tower's space, where the joint layers already know how to compare; they also carry the first stage's own
+view of the image, which the fused training objective (mmembed/train/rerank.py) learns to correct.
 """
 
 from __future__ import annotations

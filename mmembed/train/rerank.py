@@ -336,7 +336,7 @@ class TrainConfig:
     seed: int = 0
     # > 0: train the fused score the page ranks by, w * (s + 1) / 2 + (1 - w) * sigmoid(logit) with the first
     # stage's s, so the cross-encoder learns to correct the first stage instead of ranking on its own; only
-    # queries whose positive is in the first stage's top `depth` train (no other can move to rank 1 there)
+    # queries with a positive in the first stage's top `depth` train (no other can move to rank 1 there)
     fusion_weight: float = 0.0
 
 
