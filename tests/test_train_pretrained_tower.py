@@ -214,3 +214,14 @@ def test_pipeline_installs_the_imagenet_classifier_and_class_name_vectors(tmp_pa
     # the saved initial weights reload with the prior in place (M_hard restarts from them)
     reloaded, _, _ = load_model_dir(tmp_path / "mini" / "init")
     assert torch.allclose(reloaded.image_tower.class_text, tower.class_text, atol=1e-3)
+
+
+def test_prior_temperature_reaches_the_model_config_from_the_command_line():
+    from mmembed.cli import build_parser
+    from mmembed.cli.train import pipeline_config
+
+    args = build_parser().parse_args(["train", "--prior-temperature", "3"])
+    model = pipeline_config(args).model
+    assert model.class_prior and model.prior_temperature == 3.0
+    assert pipeline_config(build_parser().parse_args(["train"])).model.prior_temperature == 1.0
+    assert not pipeline_config(build_parser().parse_args(["train", "--no-class-prior"])).model.class_prior

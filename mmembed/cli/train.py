@@ -39,6 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-class-prior", action="store_true",
                         help="efficientnet-lite0: leave out the ImageNet class-name prior (the text vectors of the "
                         "1,000 class names weighted by the frozen classifier's probabilities)")
+    parser.add_argument("--prior-temperature", type=float, default=1.0,
+                        help="softmax temperature of the class-name prior (higher: a softer mix of class names, "
+                        "less led by one confident, wrong ImageNet class)")
     parser.add_argument("--concept-weight", type=float, default=1.0,
                         help="weight of the auxiliary loss pulling images towards their concept's text vector")
     parser.add_argument("--task-balance", default="uniform", choices=["uniform", "count"],
@@ -61,12 +64,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
+def pipeline_config(args: argparse.Namespace):
+    """The training pipeline's configuration from the parsed command line."""
     from mmembed.models.mini import MiniConfig
-    from mmembed.progress import tqdm_progress
-    from mmembed.train.pipeline import Pipeline, PipelineConfig
+    from mmembed.train.pipeline import PipelineConfig
     from mmembed.train.trainer import StageConfig
 
     common = {"batch_size": args.batch_size, "temperature": args.temperature, "checkpoint_every": args.checkpoint_every,
@@ -75,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
               "feature_views": args.feature_views, "concept_batch": args.concept_batch}
     ct_common = {**common, "validate_every": args.validate_every if args.ct_validate_every is None
                  else args.ct_validate_every}
-    config = PipelineConfig(
+    return PipelineConfig(
         data=args.data, out=args.out, seed=args.seed,
         model=MiniConfig(image_size=args.image_size, image_tower=args.image_tower,
-                         class_prior=args.image_tower == "efficientnet-lite0" and not args.no_class_prior),
+                         class_prior=args.image_tower == "efficientnet-lite0" and not args.no_class_prior,
+                         prior_temperature=args.prior_temperature),
         rand=StageConfig(negatives="random", steps=args.steps, lr=args.lr, head_lr=args.head_lr,
                          random_negatives=args.random_negatives, **common),
         hard=StageConfig(negatives="hard", steps=args.steps, lr=args.lr, head_lr=args.head_lr, **common),
@@ -86,6 +88,15 @@ def run(args: argparse.Namespace) -> int:
                        text_task_share=args.ct_text_share, warmup=0.0, **ct_common),
         top_n=args.top_n, threshold=args.threshold, text_cache=args.text_cache, feature_cache=args.feature_cache,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from mmembed.progress import tqdm_progress
+    from mmembed.train.pipeline import Pipeline
+
+    config = pipeline_config(args)
     if not (args.data / "pool.jsonl").is_file():
         from mmembed.types import MMEmbedError
 
