@@ -17,7 +17,8 @@ images were never seen (encoded on first use). p50/p95 are over the warm runs.
 `--int8` also times the same queries with `dtype="int8"` (dynamic int8 quantisation of the language model;
 interleaved with float32, so load changes hit both alike) and reports agreement with float32: the largest
 score difference and Kendall's tau between the two orders of each query's 10 candidates. With random weights
-that agreement is only a proxy for the real model's (the JSON says which weights were used).
+that agreement is only a proxy for the real model's (the JSON says which weights were used). `--bf16` does the
+same for `dtype="bfloat16"`, which pays only on CPUs with bf16 instructions (AVX512_BF16, AMX).
 
     .venv/bin/python -m benchmarks.bench_rerank --repeats 3        # about 5-10 minutes on 2 cores
     .venv/bin/python -m benchmarks.bench_rerank --quick            # one query per modality
@@ -118,15 +119,29 @@ def _random_smolvlm(layers: int | None = None):
     return MLLMReranker.from_model(model, processor, name="smolvlm-256m-random", batch_size=10)
 
 
-def _int8_twin(reranker):
-    """The same weights, language model and vision encoder dynamically quantised to int8 (LM head float32)."""
+TWIN_WHAT = {
+    "int8": "dtype=int8: torch dynamic int8 quantisation of the language model's and the vision encoder's Linear "
+            "layers; LM head float32 (int8 image features cached apart from float32's)",
+    "bfloat16": "dtype=bfloat16: every weight and activation in bfloat16 (fast only where the CPU has bf16 "
+                "instructions, e.g. AVX512_BF16 / AMX; slower than float32 elsewhere)",
+}
+
+
+def _twin(reranker, dtype: str):
+    """The same weights in another `dtype`: int8 (language model and vision encoder dynamically quantised, LM
+    head float32) or bfloat16 (the whole model cast)."""
     import copy
+
+    import torch
 
     from mmembed.rerankers.mllm import MLLMReranker
 
     loaded = reranker._load()
-    return MLLMReranker.from_model(copy.deepcopy(loaded.model), loaded.processor, name=f"{reranker.name}-int8",
-                                   batch_size=reranker.batch_size, dtype="int8")
+    model = copy.deepcopy(loaded.model)
+    if dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    return MLLMReranker.from_model(model, loaded.processor, name=f"{reranker.name}-{dtype}",
+                                   batch_size=reranker.batch_size, dtype=dtype)
 
 
 def _agreement(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -185,6 +200,9 @@ def main() -> None:
                         help="2+2 layers, one query per modality: checks the script end to end in < 1 minute")
     parser.add_argument("--int8", action="store_true",
                         help="also time dtype=int8 (quantised language model) and report agreement with float32")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time dtype=bfloat16 and report agreement with float32 (fast only on CPUs with "
+                        "bf16 instructions)")
     parser.add_argument("--naive-every", type=int, default=1,
                         help="run the naive loop on every Nth query only (it is slow); 1 = all, 0 = never")
     parser.add_argument("--mini", action="store_true",
@@ -229,9 +247,11 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
     fast_times: dict[str, list[float]] = {"text": [], "image": [], "image+text": []}
     naive_times: dict[str, list[float]] = {"text": [], "image": [], "image+text": []}
-    int8_times: dict[str, list[float]] = {"text": [], "image": [], "image+text": []}
-    int8_diffs: list[float] = []
-    int8_taus: list[float] = []
+    # other dtypes timed on the same queries, with their agreement with float32
+    twin_dtypes = [d for d, wanted in (("int8", args.int8), ("bfloat16", args.bf16)) if wanted]
+    twin_times = {d: {"text": [], "image": [], "image+text": []} for d in twin_dtypes}
+    twin_diffs: dict[str, list[float]] = {d: [] for d in twin_dtypes}
+    twin_taus: dict[str, list[float]] = {d: [] for d in twin_dtypes}
     max_diff = 0.0
     prompt_tokens: list[int] = []
 
@@ -250,34 +270,34 @@ def main() -> None:
     t0 = time.perf_counter()
     reranker.score(query, items)
     cold_s = time.perf_counter() - t0
-    int8 = _int8_twin(reranker) if args.int8 else None
-    if int8 is not None:
-        int8.score(query, items)  # warm-up (its own allocations); images come from its own memory cache
+    twins = {d: _twin(reranker, d) for d in twin_dtypes}
+    for twin in twins.values():
+        twin.score(query, items)  # warm-up (its own allocations); images come from its own memory cache
     for index in range(3 * repeats):
         kind, query, items = _scenario(folder, rng, index)
         # Corpus features of this scenario's images are computed once, untimed, as at index time.
         reranker.precompute_image_features(items)
-        if int8 is not None:
-            int8.precompute_image_features(items)
+        for twin in twins.values():
+            twin.precompute_image_features(items)
         pairs, _ = reranker._pairs(query, items)
         prompt_tokens += [int(reranker._encode(p)["input_ids"].shape[1]) for p in pairs]
         t0 = time.perf_counter()
         fast = reranker.score(query, items)
         fast_times[kind].append(time.perf_counter() - t0)
-        if int8 is not None:
+        for dtype, twin in twins.items():
             t0 = time.perf_counter()
-            quantised = int8.score(query, items)
-            int8_times[kind].append(time.perf_counter() - t0)
-            diff, tau = _agreement(fast, quantised)
-            int8_diffs.append(diff)
-            int8_taus.append(tau)
+            other = twin.score(query, items)
+            twin_times[dtype][kind].append(time.perf_counter() - t0)
+            diff, tau = _agreement(fast, other)
+            twin_diffs[dtype].append(diff)
+            twin_taus[dtype].append(tau)
         if args.naive_every > 0 and index % args.naive_every == 0:
             t0 = time.perf_counter()
             naive = reranker.score_naive(query, items)
             naive_times[kind].append(time.perf_counter() - t0)
             max_diff = max(max_diff, float(np.max(np.abs(np.asarray(fast) - np.asarray(naive)))))
         print(f"[{index + 1}/{3 * repeats}] {kind}: fast {fast_times[kind][-1]:.2f}s"
-              + (f", int8 {int8_times[kind][-1]:.2f}s (tau {int8_taus[-1]:.2f})" if int8 is not None else "")
+              + "".join(f", {d} {twin_times[d][kind][-1]:.2f}s (tau {twin_taus[d][-1]:.2f})" for d in twins)
               + (f", naive {naive_times[kind][-1]:.2f}s" if naive_times[kind] else ""), file=sys.stderr)
 
     all_fast = [t for ts in fast_times.values() for t in ts]
@@ -322,28 +342,28 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, shared with other jobs",
         "torch": torch.__version__,
     }
-    if int8 is not None:
-        all_int8 = [t for ts in int8_times.values() for t in ts]
-        int8_p50 = _percentile(all_int8, 50)
-        result["int8"] = {
-            "what": "dtype=int8: torch dynamic int8 quantisation of the language model's and the vision encoder's "
-                    "Linear layers; LM head float32 (int8 image features cached apart from float32's)",
-            "int8_fast_p50_s": round(int8_p50, 3),
-            "int8_fast_p95_s": round(_percentile(all_int8, 95), 3),
+    for dtype in twins:
+        all_twin = [t for ts in twin_times[dtype].values() for t in ts]
+        twin_p50 = _percentile(all_twin, 50)
+        result[dtype] = {
+            "what": TWIN_WHAT[dtype],
+            f"{dtype}_fast_p50_s": round(twin_p50, 3),
+            f"{dtype}_fast_p95_s": round(_percentile(all_twin, 95), 3),
             "float32_fast_p50_s_same_queries": round(fast_p50, 3),
-            "int8_speedup_p50": round(fast_p50 / int8_p50, 2),
-            "int8_p50_by_query_modality_s": {k: round(_percentile(v, 50), 3) for k, v in int8_times.items()},
+            f"{dtype}_speedup_p50": round(fast_p50 / twin_p50, 2),
+            f"{dtype}_p50_by_query_modality_s": {k: round(_percentile(v, 50), 3)
+                                                 for k, v in twin_times[dtype].items()},
             "agreement_with_float32": {
-                "max_abs_score_diff": round(max(int8_diffs), 4),
-                "median_abs_score_diff_max_per_query": round(float(np.median(int8_diffs)), 4),
-                "kendall_tau_median": round(float(np.median(int8_taus)), 3),
-                "kendall_tau_min": round(min(int8_taus), 3),
-                "queries": len(int8_taus),
+                "max_abs_score_diff": round(max(twin_diffs[dtype]), 4),
+                "median_abs_score_diff_max_per_query": round(float(np.median(twin_diffs[dtype])), 4),
+                "kendall_tau_median": round(float(np.median(twin_taus[dtype])), 3),
+                "kendall_tau_min": round(min(twin_taus[dtype]), 3),
+                "queries": len(twin_taus[dtype]),
                 "caveat": "random weights give near-uniform scores; agreement here is only a proxy for the real "
                           "model's" if "random" in weights or args.smoke else "real weights",
             },
         }
-        result["targets"]["int8_fast_p50_le_2s"] = int8_p50 <= 2.0
+        result["targets"][f"{dtype}_fast_p50_le_2s"] = twin_p50 <= 2.0
     print(json.dumps(result, indent=2))
 
 
